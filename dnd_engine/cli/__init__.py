@@ -1,0 +1,1 @@
+"""The `dnd` command line: each command a thin wrapper over engine functions."""

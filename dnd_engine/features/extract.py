@@ -1,0 +1,370 @@
+"""Slide → tissue → patches → features, one slide or a cohort, with streaming atomic writes and resume.
+
+Output layout under ``out`` (CLAM/TRIDENT conventions, so their users can bring or take files):
+- ``patches/{slide}.h5`` — ``coords`` with CLAM + TRIDENT attributes;
+- ``tissue/{slide}.geojson`` (QuPath), ``tissue/{slide}_mask.png``, ``tissue/{slide}_qc.jpg``;
+- ``features_{extractor}/h5_files/{slide}.h5`` — ``features`` (N×D float32) + ``coords`` (same order);
+- ``features_{extractor}/pt_files/{slide}.pt`` — the features tensor CLAM's training code loads;
+- ``features_{extractor}/extraction_summary.csv`` — one row per slide and outcome.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..atomic import atomic_path, ensure_dir, write_text_atomic
+from ..errors import Cancelled, DnDError
+from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
+from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
+from ..slides import open_slide, is_slide_path
+from ..slides.slide import slide_id
+from ..tissue import PRESETS, TissueParams, segment_tissue, write_tissue_geojson
+from .patch_dataset import PatchReader, PatchRequest, collate_patches
+from .writer import FeatureWriter, write_pt_from_h5
+from .registry import Extractor, build_extractor
+
+
+@dataclass
+class ExtractConfig:
+    extractor: str = "stain_stats"
+    weights: Optional[str] = None
+    magnification: float = 10.0
+    patch_size: int = 256
+    overlap: float = 0.0
+    min_tissue: float = 0.25
+    tissue_preset: str = "default"
+    tissue_threshold: Optional[int] = None   # fixed saturation threshold; overrides the preset's method
+    base_magnification: Optional[float] = None  # used only for slides whose files carry no magnification
+    batch_size: int = 64
+    num_workers: Optional[int] = None           # None: one per core, at most 4
+    device: str = "auto"
+    precision: str = "auto"
+    compile: str = "auto"                       # auto | on | off: torch.compile the encoder (see Extractor)
+    overwrite: bool = False
+
+    def patch_params(self) -> PatchParams:
+        return PatchParams(magnification=self.magnification, patch_size=self.patch_size, overlap=self.overlap,
+                           min_tissue=self.min_tissue)
+
+    def tissue_params(self) -> TissueParams:
+        if self.tissue_preset not in PRESETS:
+            raise DnDError(f"unknown tissue preset '{self.tissue_preset}' (choose from: {', '.join(PRESETS)})")
+        p = TissueParams(**PRESETS[self.tissue_preset].to_dict())
+        if self.tissue_threshold is not None:
+            p.sthresh, p.threshold = int(self.tissue_threshold), "fixed"
+        return p
+
+
+@dataclass
+class SlideResult:
+    slide_id: str
+    path: str
+    status: str                  # done | skipped | failed | cancelled
+    n_patches: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    features_h5: str = ""
+    features_pt: str = ""
+    info: dict = field(default_factory=dict)
+
+
+def feature_dir_for(out_dir: str | os.PathLike, extractor: str) -> Path:
+    return Path(out_dir) / f"features_{extractor}"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DnDError(f"unknown device '{device}' (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DnDError("device 'cuda' asked for, but no CUDA GPU is available (use --device cpu or auto)")
+    return dev
+
+
+def default_workers() -> int:
+    return max(0, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _output_paths(out_dir: Path, extractor: str, sid: str) -> dict:
+    fdir = feature_dir_for(out_dir, extractor)
+    return {
+        "patches": out_dir / "patches" / f"{sid}.h5",
+        "geojson": out_dir / "tissue" / f"{sid}.geojson",
+        "mask": out_dir / "tissue" / f"{sid}_mask.png",
+        "qc": out_dir / "tissue" / f"{sid}_qc.jpg",
+        "h5": fdir / "h5_files" / f"{sid}.h5",
+        "pt": fdir / "pt_files" / f"{sid}.pt",
+    }
+
+
+def _write_png(path: Path, arr: np.ndarray, fmt: str = "PNG", **kw) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format=fmt, **kw)
+
+
+def _qc_image(slide, tissue, grid: PatchGrid, max_side: int = 1024) -> np.ndarray:
+    """Thumbnail with tissue contours (green) and kept patches (blue boxes): what a user checks first."""
+    W, H = slide.dimensions
+    ds = max(W, H) / max_side if max(W, H) > max_side else 1.0
+    thumb, ds = slide.thumbnail_at_downsample(ds)
+    img = np.ascontiguousarray(thumb.copy())
+    for x, y in grid.coords:
+        p0 = (int(x / ds), int(y / ds))
+        p1 = (int((x + grid.patch_size_level0) / ds), int((y + grid.patch_size_level0) / ds))
+        cv2.rectangle(img, p0, p1, (40, 90, 220), 1)
+    for ext, holes in tissue.polygons:
+        for ring in [ext] + list(holes):
+            cv2.polylines(img, [np.round(ring / ds).astype(np.int32)], True, (0, 170, 60), 2)
+    return img
+
+
+@dataclass
+class _SlidePlan:
+    """A prepared slide: its grid is known and its patch/tissue files are written; features are pending."""
+    index: int
+    path: Path
+    slide_id: str
+    grid: PatchGrid
+    attrs: dict
+    paths: dict
+    info: dict
+    t0: float
+    writer: Optional[FeatureWriter] = None
+
+
+def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractConfig,
+                   extractor: Extractor) -> _SlidePlan | SlideResult:
+    """Open, segment and grid one slide and write its patch file, GeoJSON, mask and QC image.
+
+    Returns a plan for the feature stage, or a finished result when the slide's features already exist.
+    Raises :class:`DnDError` for bad input.
+    """
+    t0 = time.perf_counter()
+    with open_slide(slide_path, fallback_magnification=config.base_magnification) as slide:
+        sid = slide.id
+        paths = _output_paths(out_dir, config.extractor, sid)
+        if not config.overwrite and paths["h5"].exists():
+            if not paths["pt"].exists():          # a crash between the two renames: rebuild the .pt from the h5
+                write_pt_from_h5(paths["h5"], paths["pt"])
+            with h5py.File(paths["h5"], "r") as f:
+                n = int(f["features"].shape[0])
+            return SlideResult(sid, str(slide_path), "skipped", n, time.perf_counter() - t0,
+                               features_h5=str(paths["h5"]), features_pt=str(paths["pt"]), info=slide.info())
+        pparams = config.patch_params()
+        # area unit for the tissue filters: one target patch, in level-0 pixels
+        size0 = config.patch_size * slide.downsample_for_magnification(config.magnification)
+        tissue = segment_tissue(slide, patch_area_px0=size0 * size0, params=config.tissue_params())
+        grid = make_patch_grid(slide, tissue, pparams)
+        attrs = grid.attrs(slide)
+        write_coords_h5(paths["patches"], grid.coords, attrs, extra={"tissue_fraction": grid.tissue_fraction})
+        write_tissue_geojson(tissue, paths["geojson"])
+        _write_png(paths["mask"], (tissue.mask * 255).astype(np.uint8))
+        _write_png(paths["qc"], _qc_image(slide, tissue, grid), fmt="JPEG", quality=85)
+        return _SlidePlan(index, Path(slide_path), sid, grid, attrs, paths, slide.info(), t0)
+
+
+def _file_attrs(extractor: Extractor, config: ExtractConfig, plan: _SlidePlan) -> dict:
+    return {
+        "extractor": extractor.name, "feature_dim": extractor.dim, "precision": extractor.precision,
+        "weights_sha256": extractor.weights_sha256() or "", "slide_id": plan.slide_id,
+        "slide_path": str(plan.path), "magnification": config.magnification, "patch_size": config.patch_size,
+        "dnd_version": __version__,
+    }
+
+
+def _loader(sampler, config: ExtractConfig, device: torch.device, workers: int) -> DataLoader:
+    kw = dict(batch_sampler=sampler, num_workers=workers, collate_fn=collate_patches,
+              pin_memory=device.type == "cuda")
+    if workers > 0:
+        kw.update(prefetch_factor=4, persistent_workers=False)
+    return DataLoader(PatchReader(), **kw)
+
+
+class _CohortStream:
+    """Batches of patch requests across the whole cohort, preparing each slide only when the stream reaches it
+    (in the main process, as the DataLoader asks for more work), so batches stay full across slide boundaries
+    and the readers never idle between slides."""
+
+    def __init__(self, paths, out_dir, config, extractor, results, on_result, cancelled):
+        self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
+        self.results, self.on_result, self.cancelled = results, on_result, cancelled
+        self.plans: dict[int, _SlidePlan] = {}
+        self.out_size = extractor.spec.input_size or config.patch_size
+
+    def __iter__(self):
+        batch: list[PatchRequest] = []
+        for i, sp in enumerate(self.paths):
+            if self.cancelled is not None and self.cancelled():
+                break                                   # the main loop raises Cancelled
+            try:
+                plan = _prepare_slide(i, sp, self.out_dir, self.config, self.extractor)
+            except Exception as exc:
+                self.on_result(i, _failed(sp, exc))
+                continue
+            if isinstance(plan, SlideResult):
+                self.on_result(i, plan)
+                continue
+            self.plans[i] = plan
+            g, fb = plan.grid, self.config.base_magnification
+            for row, (x, y) in enumerate(g.coords):
+                batch.append(PatchRequest(i, row, str(sp), int(x), int(y), g.patch_level, g.read_size,
+                                          self.out_size, fb))
+                if len(batch) == self.config.batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+
+def _failed(path: Path, exc: BaseException) -> SlideResult:
+    if isinstance(exc, DnDError):
+        msg = str(exc)
+    else:  # an unexpected reader/library error must not stop the cohort
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return SlideResult(slide_id(path), str(path), "failed", error=msg)
+
+
+def extract_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, config: ExtractConfig,
+                  extractor: Optional[Extractor] = None, progress: ProgressFn = no_progress,
+                  cancelled: Optional[CancelFn] = None) -> SlideResult:
+    """The whole chain for one slide. Raises :class:`DnDError` on bad input; writes nothing partial."""
+    r = extract_cohort([Path(slide_path)], out_dir, config, slide_progress=progress, cancelled=cancelled,
+                       extractor=extractor)[0]
+    if r.status == "failed":
+        raise DnDError(r.error)
+    return r
+
+
+def find_slides(slides: str | os.PathLike) -> list[Path]:
+    """Slide files in a folder (not recursive, sorted), or the one file given."""
+    p = Path(slides)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise DnDError(f"{p}: no such file or folder")
+    found = sorted(q for q in p.iterdir() if q.is_file() and is_slide_path(q))
+    if not found:
+        raise DnDError(f"{p}: no slide files found (looked for {', '.join(('.svs', '.tif', '.ndpi', '.mrxs', '...'))})")
+    return found
+
+
+def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike, config: ExtractConfig,
+                   progress: ProgressFn = no_progress, slide_progress: ProgressFn = no_progress,
+                   cancelled: Optional[CancelFn] = None, extractor: Optional[Extractor] = None) -> list[SlideResult]:
+    """Extract every slide; a failing slide is reported and skipped, never stops the batch.
+
+    ``progress`` ticks once per finished slide; ``slide_progress`` reports patches within a slide. A caller
+    that already holds a built ``extractor`` (the app, benchmarks) passes it; else it is built from ``config``.
+    On cancellation the slides in flight are dropped (no partial file), finished ones are kept, and
+    :class:`Cancelled` is raised.
+    """
+    paths = [Path(s) for s in slides] if isinstance(slides, (list, tuple)) else find_slides(slides)
+    config.patch_params().validate()
+    config.tissue_params()  # validate the preset before the first slide
+    out_dir = ensure_dir(out_dir)
+    fdir = ensure_dir(feature_dir_for(out_dir, config.extractor))
+    if extractor is None:
+        extractor = build_extractor(config.extractor, config.weights, device=resolve_device(config.device),
+                                    precision=config.precision)
+    elif extractor.name != config.extractor:
+        raise DnDError(f"extractor '{extractor.name}' given for a config that names '{config.extractor}'")
+    if config.compile not in ("auto", "on", "off"):
+        raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
+    if config.compile != "off" and extractor._compiled is None:
+        if not extractor.enable_compile(config.batch_size) and config.compile == "on":
+            raise DnDError(f"cannot torch.compile '{extractor.name}': it is not a network, or no C++ compiler "
+                           "(g++) is installed; use --compile off")
+    device = extractor.device
+    write_text_atomic(fdir / "extraction.json", json.dumps({
+        "config": asdict(config), "extractor_dim": extractor.dim, "precision": extractor.precision,
+        "compiled": extractor._compiled is not None,
+        "device": str(device), "weights_sha256": extractor.weights_sha256() or "", "dnd_version": __version__,
+    }, indent=2))
+
+    results: dict[int, SlideResult] = {}
+    n_slides = len(paths)
+
+    def on_result(i: int, r: SlideResult) -> None:
+        results[i] = r
+        _write_summary(fdir, [results[k] for k in sorted(results)])
+        progress(len(results), n_slides, f"{r.slide_id}: {r.status}")
+
+    stream = _CohortStream(paths, out_dir, config, extractor, results, on_result, cancelled)
+    workers = default_workers() if config.num_workers is None else max(0, int(config.num_workers))
+    failed_plans: set[int] = set()
+    progress(0, n_slides, "starting")
+    try:
+        for imgs, reqs, errors in _loader(stream, config, device, workers):
+            check_cancelled(cancelled)
+            feats = extractor(imgs).cpu().numpy()
+            by_slide: dict[int, list[int]] = {}
+            for k, r in enumerate(reqs):
+                by_slide.setdefault(r.slide_index, []).append(k)
+            for i, ks in by_slide.items():
+                if i in failed_plans:
+                    continue
+                plan = stream.plans[i]
+                try:
+                    bad = [errors[k] for k in ks if errors[k]]
+                    if bad:
+                        raise DnDError(f"{plan.path.name}: {bad[0]}")
+                    if plan.writer is None:
+                        plan.writer = FeatureWriter(plan.paths["h5"], plan.paths["pt"], plan.grid.coords,
+                                                    plan.attrs, extractor.dim, _file_attrs(extractor, config, plan))
+                    plan.writer.write(np.array([reqs[k].row for k in ks]), feats[ks])
+                    slide_progress(plan.writer.done, plan.writer.n, f"{plan.slide_id}: {plan.writer.done}/"
+                                                                     f"{plan.writer.n} patches")
+                    if plan.writer.done == plan.writer.n:
+                        plan.writer.finish()
+                        on_result(i, SlideResult(plan.slide_id, str(plan.path), "done", plan.writer.n,
+                                                 time.perf_counter() - plan.t0, features_h5=str(plan.paths["h5"]),
+                                                 features_pt=str(plan.paths["pt"]), info=plan.info))
+                        del stream.plans[i]
+                except Exception as exc:
+                    if plan.writer is not None:
+                        plan.writer.abort()
+                    failed_plans.add(i)
+                    on_result(i, _failed(plan.path, exc))
+        check_cancelled(cancelled)
+    except Cancelled:
+        for i, plan in list(stream.plans.items()):
+            if plan.writer is not None:
+                plan.writer.abort()
+            if i not in results:
+                results[i] = SlideResult(plan.slide_id, str(plan.path), "cancelled", error="cancelled by the user")
+        _write_summary(fdir, [results[k] for k in sorted(results)])
+        raise
+    except BaseException:
+        for plan in stream.plans.values():
+            if plan.writer is not None:
+                plan.writer.abort()
+        raise
+    return [results[k] for k in sorted(results)]
+
+
+def _write_summary(fdir: Path, results: list[SlideResult]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["slide_id", "status", "n_patches", "seconds", "magnification_source", "error", "path"])
+    for r in results:
+        w.writerow([r.slide_id, r.status, r.n_patches, f"{r.seconds:.2f}", r.info.get("magnification_source", ""),
+                    r.error, r.path])
+    write_text_atomic(fdir / "extraction_summary.csv", buf.getvalue())

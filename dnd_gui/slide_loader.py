@@ -1,0 +1,121 @@
+"""Open a slide and render its thumbnail on a worker thread, so a slow or broken file never freezes the window.
+
+Only the newest request counts: a result that arrives after a later ``load()`` is dropped and its slide closed.
+Workers emit on private signals; the GUI-thread slots below turn those into the public ``loaded``/``failed``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtGui import QImage
+
+from dnd_engine.errors import SlideError
+from dnd_engine.slides import Slide, open_slide
+
+THUMBNAIL_MAX_SIZE = 2048
+
+
+@dataclass
+class LoadedSlide:
+    """What a finished load hands to the GUI thread; the receiver owns ``slide`` and must close it."""
+
+    path: str
+    slide: Slide
+    thumbnail: QImage
+    info: dict
+    thread_id: int  # threading.get_ident() of the worker that did the reading
+
+
+def array_to_qimage(arr: np.ndarray) -> QImage:
+    """An RGB QImage that owns a copy of an H×W×3 uint8 array (safe to create off the GUI thread)."""
+    arr = np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def load_slide(path: str, max_size: int = THUMBNAIL_MAX_SIZE) -> LoadedSlide:
+    """Open ``path`` and render a thumbnail; raises :class:`SlideError` for anything unreadable."""
+    slide = open_slide(path)
+    try:
+        thumbnail = array_to_qimage(np.asarray(slide.get_thumbnail(max_size).convert("RGB")))
+        info = slide.info()
+    except BaseException:
+        slide.close()
+        raise
+    return LoadedSlide(str(path), slide, thumbnail, info, threading.get_ident())
+
+
+def _unexpected_message(path: str, exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    detail = lines[0][:300] if lines else ""
+    return f"{Path(path).name}: unexpected error while opening ({type(exc).__name__}{': ' + detail if detail else ''})"
+
+
+class _LoadTask(QRunnable):
+    def __init__(self, loader: "SlideLoader", request_id: int, path: str):
+        super().__init__()
+        self._loader, self._request_id, self._path = loader, request_id, path
+
+    def run(self) -> None:
+        if not self._loader._is_current(self._request_id):  # superseded while queued: skip the work
+            return
+        try:
+            result = load_slide(self._path)
+        except SlideError as exc:
+            self._loader._failed.emit(self._request_id, self._path, str(exc))
+        except Exception as exc:  # never let a worker exception vanish: the user gets a message
+            self._loader._failed.emit(self._request_id, self._path, _unexpected_message(self._path, exc))
+        else:
+            self._loader._done.emit(self._request_id, result)
+
+
+class SlideLoader(QObject):
+    """Loads slides on its own small thread pool; lives on (and reports to) the GUI thread."""
+
+    loaded = Signal(object)  # LoadedSlide
+    failed = Signal(str, str)  # path, one-line message
+
+    _done = Signal(int, object)
+    _failed = Signal(int, str, str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._latest = 0
+        self._shut_down = False
+        self._done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        self._failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
+
+    def load(self, path: str) -> int:
+        """Start loading ``path``; returns the request id. Earlier requests still running are superseded."""
+        self._latest += 1
+        self._pool.start(_LoadTask(self, self._latest, str(path)))
+        return self._latest
+
+    def shutdown(self) -> None:
+        """Drop queued requests and wait for the running ones (a thumbnail read takes at most seconds)."""
+        self._shut_down = True
+        self._latest += 1
+        self._pool.clear()
+        self._pool.waitForDone()
+
+    def _is_current(self, request_id: int) -> bool:
+        return request_id == self._latest and not self._shut_down
+
+    @Slot(int, object)
+    def _on_done(self, request_id: int, result: LoadedSlide) -> None:
+        if not self._is_current(request_id):
+            result.slide.close()
+            return
+        self.loaded.emit(result)
+
+    @Slot(int, str, str)
+    def _on_failed(self, request_id: int, path: str, message: str) -> None:
+        if self._is_current(request_id):
+            self.failed.emit(path, message)

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real slides in ../shared/data (skipped cleanly when absent) and the bundled sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+WSI = SHARED / "wsi"
+BUNDLED_SLIDE = ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs"
+
+
+def shared_file(*parts: str) -> Path:
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data not present: {p}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def cmu_slide() -> Path:
+    """The bundled real slide (CC0): Aperio SVS, 2220x2967, 20x, mpp 0.499, one level."""
+    assert BUNDLED_SLIDE.exists(), "resources/sample_slides/CMU-1-Small-Region.svs is part of the repository"
+    return BUNDLED_SLIDE
+
+
+@pytest.fixture
+def no_part_files():
+    """Yields a checker that fails if any temporary `.part` file was left under a folder."""
+    def check(folder: Path) -> None:
+        left = [p for p in Path(folder).rglob("*.part")]
+        assert not left, f"partial files left behind: {left}"
+    return check
