@@ -99,8 +99,10 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def default_workers() -> int:
-    return max(0, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+def default_workers(device: torch.device | str = "cpu") -> int:
+    """Reading processes: on a CPU the encoder shares the cores, so at most 4; a GPU needs every core reading."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(16 if torch.device(device).type == "cuda" else 4, cores))
 
 
 def _output_paths(out_dir: Path, extractor: str, sid: str) -> dict:
@@ -308,7 +310,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         progress(len(results), n_slides, f"{r.slide_id}: {r.status}")
 
     stream = _CohortStream(paths, out_dir, config, extractor, results, on_result, cancelled)
-    workers = default_workers() if config.num_workers is None else max(0, int(config.num_workers))
+    workers = default_workers(device) if config.num_workers is None else max(0, int(config.num_workers))
     failed_plans: set[int] = set()
     progress(0, n_slides, "starting")
     try:

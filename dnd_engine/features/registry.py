@@ -226,6 +226,7 @@ def _register(spec: ExtractorSpec) -> None:
 
 _register(ExtractorSpec(
     name="stain_stats", dim=StainStats.dim, input_size=None, needs_weights=False, normalize=False,
+    precision_default_cuda="fp32",
     description="weight-free H&E colour-deconvolution + texture statistics (offline/demo choice; no download)",
     builder=lambda w: StainStats(),
 ))

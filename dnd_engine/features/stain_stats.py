@@ -64,7 +64,10 @@ class StainStats(torch.nn.Module):
         self.register_buffer("hed_from_rgb", _HED_FROM_RGB.clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
+        with torch.autocast(device_type=x.device.type, enabled=False):   # statistics stay in fp32
+            return self._forward(x.float())
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         if x.shape[-1] > 128:  # statistics barely change below 128 px; keeps the extractor fast
             x = F.interpolate(x, size=(128, 128), mode="area")
