@@ -20,7 +20,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -287,31 +287,42 @@ def level_downsamples(size: int) -> list[int]:
     return [ds for ds in PYRAMID_DOWNSAMPLES if ds == 1 or size // ds >= TILE]
 
 
-def _pyramid(rgb: np.ndarray) -> list[np.ndarray]:
+def _pyramid(rgb: np.ndarray, downsamples: Sequence[int]) -> list[np.ndarray]:
     levels = [rgb]
-    for ds in level_downsamples(min(rgb.shape[:2]))[1:]:
+    for ds in downsamples[1:]:
         levels.append(cv2.resize(levels[-1], (rgb.shape[1] // ds, rgb.shape[0] // ds), interpolation=cv2.INTER_AREA))
     return levels
 
 
-def write_aperio_tiff(path: Path, rgb: np.ndarray, mpp: float, magnification: float, name: str = "") -> None:
-    """An Aperio-style SVS: tiled JPEG level 0, a stripped thumbnail (page 1), then the reduced tiled levels."""
+def write_aperio_tiff(path: Path, rgb: np.ndarray, mpp: Optional[float], magnification: Optional[float],
+                      name: str = "", downsamples: Optional[Sequence[int]] = None) -> None:
+    """An Aperio-style SVS: tiled JPEG level 0, a stripped thumbnail (page 1), then the reduced tiled levels.
+
+    ``mpp`` or ``magnification`` None leaves that field out (a slide without metadata); ``downsamples`` defaults
+    to :func:`level_downsamples`.
+    """
     h, w = rgb.shape[:2]
-    desc = (f"Aperio Image Library v12.0.15\r\n{w}x{h} [0,0 {w}x{h}] ({TILE}x{TILE}) JPEG/RGB Q={JPEG_QUALITY}"
-            f"|AppMag = {magnification:g}|MPP = {mpp:.6g}|Filename = {name}|Generator = dnd_engine.synth")
-    levels = _pyramid(rgb)
+    downsamples = list(downsamples or level_downsamples(min(h, w)))
+    desc = f"Aperio Image Library v12.0.15\r\n{w}x{h} [0,0 {w}x{h}] ({TILE}x{TILE}) JPEG/RGB Q={JPEG_QUALITY}"
+    if magnification is not None:
+        desc += f"|AppMag = {magnification:g}"
+    if mpp is not None:
+        desc += f"|MPP = {mpp:.6g}"
+    desc += f"|Filename = {name}|Generator = dnd_engine.synth"
+    levels = _pyramid(rgb, downsamples)
     small = levels[-1]
     scale = min(1.0, TILE / max(small.shape[:2]))
     thumb = cv2.resize(small, (max(1, round(small.shape[1] * scale)), max(1, round(small.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     jpeg = dict(photometric="rgb", compression="jpeg", compressionargs={"level": JPEG_QUALITY}, metadata=None)
-    res = 1e4 / mpp  # pixels per centimetre
+    res = {} if mpp is None else dict(resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
     with tifffile.TiffWriter(path, bigtiff=False) as tw:
-        tw.write(levels[0], tile=(TILE, TILE), description=desc, resolution=(res, res),
-                 resolutionunit="CENTIMETER", **jpeg)
+        tw.write(levels[0], tile=(TILE, TILE), description=desc, **res, **jpeg)
         tw.write(thumb, **jpeg)
-        for ds, level in zip(PYRAMID_DOWNSAMPLES[1:], levels[1:]):
-            tw.write(level, tile=(TILE, TILE), resolution=(res / ds, res / ds), resolutionunit="CENTIMETER", **jpeg)
+        for ds, level in zip(downsamples[1:], levels[1:]):
+            lres = {} if mpp is None else dict(resolution=(1e4 / mpp / ds, 1e4 / mpp / ds),
+                                                resolutionunit="CENTIMETER")
+            tw.write(level, tile=(TILE, TILE), **lres, **jpeg)
 
 
 def write_lesion_mask(path: Path, mask: np.ndarray, downsample: float) -> None:

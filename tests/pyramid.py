@@ -6,32 +6,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import tifffile
-from PIL import Image
+
+from dnd_engine.synth import write_aperio_tiff
 
 
 def write_pyramid(path: Path, level0: np.ndarray, downsamples: Sequence[int] = (1, 4, 16),
-                  mpp: float | None = 0.5, app_mag: float | None = 20, tile: int = 256) -> Path:
+                  mpp: float | None = 0.5, app_mag: float | None = 20) -> Path:
     """An SVS-like tiled JPEG pyramid that OpenSlide's aperio driver and tiffslide both read."""
-    H, W = level0.shape[:2]
-    desc = f"Aperio Image Library v12.0.0\n{W}x{H} [0,0 {W}x{H}] ({tile}x{tile}) JPEG/RGB Q=90"
-    if app_mag is not None:
-        desc += f"|AppMag = {app_mag:g}"
-    if mpp is not None:
-        desc += f"|MPP = {mpp:g}"
-    with tifffile.TiffWriter(path, bigtiff=False) as tw:
-        for i, ds in enumerate(downsamples):
-            if ds == 1:
-                arr = level0
-            else:
-                arr = np.asarray(Image.fromarray(level0).resize((max(1, W // ds), max(1, H // ds)),
-                                                                 Image.Resampling.BOX))
-            tw.write(arr, tile=(tile, tile), compression="jpeg", compressionargs={"level": 90},
-                     photometric="rgb", description=desc if i == 0 else None, subfiletype=0,
-                     metadata=None)
-            if i == 0:  # Aperio puts a stripped thumbnail second; tifffile's SVS series expects it there
-                thumb = np.asarray(Image.fromarray(level0).resize((max(1, W // 32), max(1, H // 32))))
-                tw.write(thumb, photometric="rgb", compression="jpeg", metadata=None, description=desc)
+    write_aperio_tiff(path, level0, mpp, app_mag, name=path.name, downsamples=downsamples)
     return path
 
 

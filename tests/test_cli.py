@@ -91,3 +91,13 @@ def test_synth_command(capsys, tmp_path):
     code, out, _ = run(capsys, "synth", "--out", str(tmp_path / "c"), "--n-slides", "4", "--size", "1024")
     assert code == 0 and "normal 2, tumor 2" in out
     assert len(list((tmp_path / "c" / "slides").glob("*.tif"))) == 4
+
+
+def test_objective_power_override(capsys, tmp_path, cmu_slide):
+    code, out, _ = run(capsys, "info", "--objective-power", "40", str(cmu_slide))
+    assert code == 0 and "40x (from override)" in out
+    code, out, _ = run(capsys, "extract", "--slides", str(cmu_slide), "--out", str(tmp_path / "o"), "--quiet",
+                       "--objective-power", "40")
+    assert code == 0
+    with h5py.File(tmp_path / "o" / "patches" / "CMU-1-Small-Region.h5", "r") as f:
+        assert f["coords"].attrs["patch_size"] == 1024 and f["coords"].attrs["level0_magnification"] == 40

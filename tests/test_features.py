@@ -5,7 +5,6 @@ import torch
 from dnd_engine.errors import DnDError, WeightsMissingError
 from dnd_engine.features import build_extractor, get_spec, list_extractors
 from dnd_engine.features.patch_dataset import PatchDataset
-from dnd_engine.features.registry import ResNet50Trunc
 from dnd_engine.slides import open_slide
 
 

@@ -4,7 +4,7 @@ from PIL import Image
 
 from dnd_engine.errors import SlideError
 from dnd_engine.slides import open_slide, magnification_from_mpp
-from conftest import shared_file, WSI
+from conftest import shared_file
 
 
 def test_bundled_svs_properties(cmu_slide):
@@ -109,3 +109,12 @@ def test_truncated_slide_fails_cleanly(tmp_path, cmu_slide):
     with pytest.raises(SlideError):
         with open_slide(p) as s:
             s.read_level(0)     # the header may survive; the missing tiles must not pass silently
+
+
+def test_pyramid_without_metadata_needs_a_base_magnification(tmp_path):
+    from pyramid import tissue_like, write_pyramid
+    p = write_pyramid(tmp_path / "nometa.svs", tissue_like(2048, 2048), (1, 4), mpp=None, app_mag=None)
+    with open_slide(p) as s:
+        assert s.level_count == 2 and s.objective_power is None and s.magnification_source == "unknown"
+    with open_slide(p, fallback_magnification=40) as s:
+        assert s.objective_power == 40 and s.best_level_for_magnification(10) == (1, pytest.approx(1.0))

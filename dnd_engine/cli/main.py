@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ def _add_info(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--base-magnification", type=float, default=None, metavar="X",
                    help="objective power to assume when the file has neither magnification nor pixel size")
+    p.add_argument("--objective-power", type=float, default=None, metavar="X",
+                   help="override the objective power the file states (for wrong headers)")
     p.set_defaults(func=cmd_info)
 
 
@@ -46,6 +47,8 @@ def _add_extract(sub) -> None:
                    help="fixed saturation threshold 0-255 (overrides the preset)")
     p.add_argument("--base-magnification", type=float, default=None, metavar="X",
                    help="objective power to assume for slides whose files carry no magnification or mpp")
+    p.add_argument("--objective-power", type=float, default=None, metavar="X",
+                   help="override every slide's stated objective power (for wrong headers)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="patch-reading processes (default: one per core, ≤ 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -103,7 +106,8 @@ def cmd_info(args) -> int:
     infos = []
     for s in args.slides:
         try:
-            with open_slide(s, fallback_magnification=args.base_magnification) as slide:
+            with open_slide(s, objective_power=args.objective_power,
+                            fallback_magnification=args.base_magnification) as slide:
                 infos.append(slide.info())
         except DnDError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -177,7 +181,8 @@ def cmd_extract(args) -> int:
         extractor=args.extractor, weights=args.weights, magnification=args.magnification,
         patch_size=args.patch_size, overlap=args.overlap, min_tissue=args.min_tissue,
         tissue_preset=args.tissue_preset, tissue_threshold=args.tissue_threshold,
-        base_magnification=args.base_magnification, batch_size=args.batch_size, num_workers=args.workers,
+        base_magnification=args.base_magnification, objective_power=args.objective_power,
+        batch_size=args.batch_size, num_workers=args.workers,
         device=args.device, precision=args.precision, compile=args.compile, overwrite=args.overwrite)
     try:
         cfg.patch_params().validate()

@@ -50,6 +50,7 @@ class ExtractConfig:
     tissue_preset: str = "default"
     tissue_threshold: Optional[int] = None   # fixed saturation threshold; overrides the preset's method
     base_magnification: Optional[float] = None  # used only for slides whose files carry no magnification
+    objective_power: Optional[float] = None     # overrides every slide's own magnification (wrong headers)
     batch_size: int = 64
     num_workers: Optional[int] = None           # None: one per core, at most 4
     device: str = "auto"
@@ -160,7 +161,8 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
     Raises :class:`DnDError` for bad input.
     """
     t0 = time.perf_counter()
-    with open_slide(slide_path, fallback_magnification=config.base_magnification) as slide:
+    with open_slide(slide_path, objective_power=config.objective_power,
+                    fallback_magnification=config.base_magnification) as slide:
         sid = slide.id
         paths = _output_paths(out_dir, config.extractor, sid)
         if not config.overwrite and paths["h5"].exists():
@@ -225,10 +227,10 @@ class _CohortStream:
                 self.on_result(i, plan)
                 continue
             self.plans[i] = plan
-            g, fb = plan.grid, self.config.base_magnification
+            g = plan.grid
             for row, (x, y) in enumerate(g.coords):
                 batch.append(PatchRequest(i, row, str(sp), int(x), int(y), g.patch_level, g.read_size,
-                                          self.out_size, fb))
+                                          self.out_size))
                 if len(batch) == self.config.batch_size:
                     yield batch
                     batch = []

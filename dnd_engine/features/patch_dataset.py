@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ class PatchRequest(NamedTuple):
     level: int
     read_size: int
     out_size: int
-    fallback_magnification: Optional[float]
 
 
 def resize_patch(img: Image.Image, out_size: int) -> np.ndarray:
@@ -46,15 +45,15 @@ class _Handles:
         self.pid = None
         self.open: OrderedDict = OrderedDict()
 
-    def get(self, path: str, fallback: Optional[float]):
+    def get(self, path: str):
+        """Reading needs only the level and level-0 coordinates, so no magnification settings here."""
         if self.pid != os.getpid():          # a forked worker must not share its parent's handles
             self.open, self.pid = OrderedDict(), os.getpid()
-        key = (path, fallback)
-        if key in self.open:
-            self.open.move_to_end(key)
-            return self.open[key]
-        s = open_slide(path, fallback_magnification=fallback)
-        self.open[key] = s
+        if path in self.open:
+            self.open.move_to_end(path)
+            return self.open[path]
+        s = open_slide(path)
+        self.open[path] = s
         while len(self.open) > self.size:
             self.open.popitem(last=False)[1].close()
         return s
@@ -76,7 +75,7 @@ class PatchReader(Dataset):
 
     def __getitem__(self, req: PatchRequest):
         try:
-            s = self.handles.get(req.path, req.fallback_magnification)
+            s = self.handles.get(req.path)
             img = s.read_region((req.x, req.y), req.level, (req.read_size, req.read_size))
             return resize_patch(img, req.out_size), req, ""
         except Exception as exc:
@@ -92,12 +91,10 @@ def collate_patches(items):
 class PatchDataset(Dataset):
     """Patches of one slide at ``coords`` (for tests, benchmarks and simple scripts)."""
 
-    def __init__(self, slide_path: str, coords: np.ndarray, level: int, read_size: int, out_size: int,
-                 open_kwargs: Optional[dict] = None):
+    def __init__(self, slide_path: str, coords: np.ndarray, level: int, read_size: int, out_size: int):
         self.slide_path = str(slide_path)
         self.coords = np.asarray(coords, dtype=np.int64)
         self.level, self.read_size, self.out_size = int(level), int(read_size), int(out_size)
-        self.fallback = (open_kwargs or {}).get("fallback_magnification")
         self.handles = _Handles(1)
 
     def __len__(self) -> int:
@@ -105,7 +102,7 @@ class PatchDataset(Dataset):
 
     def read(self, i: int) -> np.ndarray:
         x, y = self.coords[i]
-        s = self.handles.get(self.slide_path, self.fallback)
+        s = self.handles.get(self.slide_path)
         return resize_patch(s.read_region((int(x), int(y)), self.level, (self.read_size, self.read_size)),
                             self.out_size)
 
