@@ -109,7 +109,7 @@ def main() -> None:
     print(f"slides: {', '.join(p.name for p in slides)}; {n_total} patches at 10x; extractor {args.extractor} "
           f"(random weights), batch {args.batch_size}, device {extractor.device}, dnd extract precision "
           f"{extractor.precision}, {torch.get_num_threads()} threads, {default_workers(extractor.device)} reading workers")
-    print(f"torch.compile: {'on, one-off compile ' + format(extractor.compile_seconds, '.1f') + ' s (not in the rates)' if extractor._compiled is not None else 'off'}")
+    print(f"torch.compile: {'on, one-off compile ' + format(extractor.compile_seconds, '.1f') + ' s (not in the rates)' if extractor.compiled else 'off'}")
     print("both do the same tissue segmentation, grid, patch file and QC images per slide; then")
     print(f"  naive loop (read_region per patch in the main process, eager fp32 model): {naive:7.2f} patches/s")
     print(f"  dnd extract (reading workers; channels_last/compile where they apply):  {ours:7.2f} patches/s")

@@ -315,14 +315,14 @@ def write_aperio_tiff(path: Path, rgb: np.ndarray, mpp: Optional[float], magnifi
     thumb = cv2.resize(small, (max(1, round(small.shape[1] * scale)), max(1, round(small.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
     jpeg = dict(photometric="rgb", compression="jpeg", compressionargs={"level": JPEG_QUALITY}, metadata=None)
-    res = {} if mpp is None else dict(resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
+    def resolution(ds: int) -> dict:  # pixels per centimetre at that level; none without a pixel size
+        return {} if mpp is None else dict(resolution=(1e4 / mpp / ds,) * 2, resolutionunit="CENTIMETER")
+
     with tifffile.TiffWriter(path, bigtiff=False) as tw:
-        tw.write(levels[0], tile=(TILE, TILE), description=desc, **res, **jpeg)
+        tw.write(levels[0], tile=(TILE, TILE), description=desc, **resolution(1), **jpeg)
         tw.write(thumb, **jpeg)
         for ds, level in zip(downsamples[1:], levels[1:]):
-            lres = {} if mpp is None else dict(resolution=(1e4 / mpp / ds, 1e4 / mpp / ds),
-                                                resolutionunit="CENTIMETER")
-            tw.write(level, tile=(TILE, TILE), **lres, **jpeg)
+            tw.write(level, tile=(TILE, TILE), **resolution(ds), **jpeg)
 
 
 def write_lesion_mask(path: Path, mask: np.ndarray, downsample: float) -> None:

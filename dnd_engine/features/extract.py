@@ -33,7 +33,7 @@ from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
 from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
 from ..slides import open_slide, is_slide_path
 from ..slides.slide import slide_id
-from ..tissue import PRESETS, TissueParams, segment_tissue, write_tissue_geojson
+from ..tissue import PRESETS, TissueMask, TissueParams, segment_tissue, write_tissue_geojson
 from .patch_dataset import PatchReader, PatchRequest, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
 from .registry import Extractor, build_extractor
@@ -123,12 +123,14 @@ def _write_png(path: Path, arr: np.ndarray, fmt: str = "PNG", **kw) -> None:
         Image.fromarray(arr).save(tmp, format=fmt, **kw)
 
 
-def _qc_image(slide, tissue, grid: PatchGrid, max_side: int = 1024) -> np.ndarray:
-    """Thumbnail with tissue contours (green) and kept patches (blue boxes): what a user checks first."""
-    W, H = slide.dimensions
-    ds = max(W, H) / max_side if max(W, H) > max_side else 1.0
-    thumb, ds = slide.thumbnail_at_downsample(ds)
-    img = np.ascontiguousarray(thumb.copy())
+def _qc_image(tissue: TissueMask, grid: PatchGrid, max_side: int = 1024) -> np.ndarray:
+    """The segmentation thumbnail with tissue contours (green) and kept patches (blue boxes): what a user checks
+    first. Drawn on the thumbnail segmentation already read, shrunk to ``max_side``."""
+    thumb = tissue.thumbnail
+    scale = min(1.0, max_side / max(thumb.shape[:2]))
+    img = cv2.resize(thumb, (max(1, round(thumb.shape[1] * scale)), max(1, round(thumb.shape[0] * scale))),
+                     interpolation=cv2.INTER_AREA) if scale < 1 else thumb.copy()
+    ds = tissue.downsample / scale
     for x, y in grid.coords:
         p0 = (int(x / ds), int(y / ds))
         p1 = (int((x + grid.patch_size_level0) / ds), int((y + grid.patch_size_level0) / ds))
@@ -181,7 +183,7 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
         write_coords_h5(paths["patches"], grid.coords, attrs, extra={"tissue_fraction": grid.tissue_fraction})
         write_tissue_geojson(tissue, paths["geojson"])
         _write_png(paths["mask"], (tissue.mask * 255).astype(np.uint8))
-        _write_png(paths["qc"], _qc_image(slide, tissue, grid), fmt="JPEG", quality=85)
+        _write_png(paths["qc"], _qc_image(tissue, grid), fmt="JPEG", quality=85)
         return _SlidePlan(index, Path(slide_path), sid, grid, attrs, paths, slide.info(), t0)
 
 
@@ -207,9 +209,9 @@ class _CohortStream:
     (in the main process, as the DataLoader asks for more work), so batches stay full across slide boundaries
     and the readers never idle between slides."""
 
-    def __init__(self, paths, out_dir, config, extractor, results, on_result, cancelled):
+    def __init__(self, paths, out_dir, config, extractor, on_result, cancelled):
         self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
-        self.results, self.on_result, self.cancelled = results, on_result, cancelled
+        self.on_result, self.cancelled = on_result, cancelled
         self.plans: dict[int, _SlidePlan] = {}
         self.out_size = extractor.spec.input_size or config.patch_size
 
@@ -292,14 +294,14 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise DnDError(f"extractor '{extractor.name}' given for a config that names '{config.extractor}'")
     if config.compile not in ("auto", "on", "off"):
         raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
-    if config.compile != "off" and extractor._compiled is None:
+    if config.compile != "off" and not extractor.compiled:
         if not extractor.enable_compile(config.batch_size) and config.compile == "on":
             raise DnDError(f"cannot torch.compile '{extractor.name}': it is not a network, or no C++ compiler "
                            "(g++) is installed; use --compile off")
     device = extractor.device
     write_text_atomic(fdir / "extraction.json", json.dumps({
         "config": asdict(config), "extractor_dim": extractor.dim, "precision": extractor.precision,
-        "compiled": extractor._compiled is not None,
+        "compiled": extractor.compiled,
         "device": str(device), "weights_sha256": extractor.weights_sha256() or "", "dnd_version": __version__,
     }, indent=2))
 
@@ -311,7 +313,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         _write_summary(fdir, [results[k] for k in sorted(results)])
         progress(len(results), n_slides, f"{r.slide_id}: {r.status}")
 
-    stream = _CohortStream(paths, out_dir, config, extractor, results, on_result, cancelled)
+    stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled)
     workers = default_workers(device) if config.num_workers is None else max(0, int(config.num_workers))
     failed_plans: set[int] = set()
     progress(0, n_slides, "starting")

@@ -99,6 +99,10 @@ class Extractor(nn.Module):
             self.net.to(memory_format=torch.channels_last)
         return self
 
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
     def can_compile(self) -> bool:
         """torch.compile needs a neural network and a C/C++ compiler (inductor builds CPU kernels and Triton's
         launchers with it); a frozen app bundle has none, so it runs eager."""

@@ -57,6 +57,7 @@ class TissueMask:
     downsample: float                   # level-0 pixels per mask pixel
     polygons: list = field(default_factory=list)  # [(exterior (N,2) float level-0, [holes (M,2)...]), ...]
     threshold_used: float = 0.0
+    thumbnail: Optional[np.ndarray] = None  # the RGB image it was segmented on (for QC drawings)
 
     @property
     def tissue_fraction(self) -> float:
@@ -156,6 +157,7 @@ def segment_tissue(slide: Slide, patch_area_px0: Optional[float] = None,
     if patch_area_px0 is None:
         patch_area_px0 = 512.0 ** 2
     tm = segment_array(rgb, ds_actual, patch_area_px0, p)
+    tm.thumbnail = rgb
     if require_tissue and not tm.mask.any():
         raise NoTissueError(f"{slide.path.name}: no tissue found (saturation threshold {tm.threshold_used:.0f}; "
                             "try a lower --tissue-threshold or another tissue preset)")
