@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow bench bench-train bench-mil venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/extract_throughput.py
+
+bench-train: $(STAMP)
+	$(VENV)/bin/python benchmarks/train_speed.py
+
+bench-mil: $(STAMP)
+	$(VENV)/bin/python benchmarks/mil_benchmarks.py --out benchmarks/results/mil_benchmarks.jsonl
 
 clean:
 	rm -rf demo_output test-artifacts .pytest_cache

@@ -36,3 +36,15 @@ def no_part_files():
         left = [p for p in Path(folder).rglob("*.part")]
         assert not left, f"partial files left behind: {left}"
     return check
+
+
+@pytest.fixture(scope="session")
+def synth_features(tmp_path_factory):
+    """A small labelled synthetic cohort run through `dnd extract` (stain_stats): (features dir, labels.csv)."""
+    from dnd_engine.features import ExtractConfig, extract_cohort, feature_dir_for
+    from dnd_engine.synth import make_synthetic_cohort
+    root = tmp_path_factory.mktemp("synth_cohort")
+    cohort = make_synthetic_cohort(root / "cohort", n_slides=20, size=2048, seed=7)
+    extract_cohort(root / "cohort" / "slides", root / "out",
+                   ExtractConfig(extractor="stain_stats", num_workers=0, compile="off", device="cpu"))
+    return feature_dir_for(root / "out", "stain_stats"), cohort.labels_csv

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_synth(sub)
     _add_demo(sub)
+    from .train_cmd import add_train
+    add_train(sub)
     return parser
 
 

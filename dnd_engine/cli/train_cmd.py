@@ -1,0 +1,112 @@
+"""`dnd train`: cross-validated training of one MIL method on a folder of feature bags."""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+
+def add_train(sub) -> None:
+    from ..models import ALIASES, model_names
+    from ..training.trainer import OPTIMIZERS, SELECTIONS
+    p = sub.add_parser(
+        "train", help="train and test one MIL model with cross-validation on feature bags",
+        description="Train one MIL model per fold on feature bags (.h5/.pt; CLAM, TRIDENT or `dnd extract` "
+                    "layouts) with labels from a CSV (slide_id,label[,split]). Splits come from the CSV's split "
+                    "column, from --splits, or are generated (stratified k-fold, seeded) and saved. Defaults are "
+                    "the D&D paper's base-model settings. Re-running with the same --out resumes.")
+    p.add_argument("--features", required=True, help="folder of feature bags")
+    p.add_argument("--labels", required=True, help="labels CSV: slide_id,label[,split]")
+    p.add_argument("--model", default="abmil", choices=model_names() + sorted(ALIASES), help="MIL method")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<model>-<time>)")
+    p.add_argument("--folds", type=int, default=5, help="k of stratified k-fold (ignored with a split column)")
+    p.add_argument("--val-frac", type=float, default=0.1, help="validation share of each class (default 0.1)")
+    p.add_argument("--splits", default=None, metavar="DIR", help="reuse splits_<i>.csv files from DIR")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="sgd has momentum 0.9 (default sgd)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--dropout", type=float, default=0.25)
+    p.add_argument("--gated", action="store_true", help="ABMIL: gated attention (Ilse et al.)")
+    p.add_argument("--rate", type=int, default=None, help="MambaMIL: SRMamba rate (default 10, as D&D)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other model option, e.g. --option act=gelu")
+    p.add_argument("--selection", choices=SELECTIONS, default="best_val_acc",
+                   help="which epoch's weights to keep (default: best validation accuracy, strict improvement)")
+    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement")
+    p.add_argument("--weighted-ce", action="store_true", help="class-weighted cross-entropy")
+    p.add_argument("--weighted-sampling", action="store_true", help="sample training slides by class weight")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _parse_options(items) -> dict:
+    from ..errors import DnDError
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise DnDError(f"--option expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k.strip()] = v
+    return out
+
+
+def cmd_train(args) -> int:
+    from ..training import CVConfig, TrainConfig, run_cross_validation
+    opts = _parse_options(args.option)
+    opts.setdefault("dropout", args.dropout)
+    name = args.model
+    if args.gated:
+        opts["gated"] = True
+    if args.rate is not None:
+        opts["rate"] = args.rate
+    tcfg = TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                       selection=args.selection, patience=args.patience, seed=args.seed, device=args.device,
+                       weighted_ce=args.weighted_ce, weighted_sampling=args.weighted_sampling)
+    cfg = CVConfig(model=name, model_options=opts, folds=args.folds, val_frac=args.val_frac,
+                   split_seed=args.seed, splits_dir=args.splits, train=tcfg)
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    bar = None
+
+    def progress(done, total, msg):
+        nonlocal bar
+        if args.quiet:
+            return
+        from tqdm import tqdm
+        if bar is None:
+            bar = tqdm(total=total, desc="training", unit="bag", dynamic_ncols=True, mininterval=0.5)
+        if done > bar.n:
+            bar.update(done - bar.n)
+        if msg != bar.postfix:
+            bar.set_postfix_str(msg.strip()[:40], refresh=False)
+
+    try:
+        res = run_cross_validation(args.features, args.labels, out, cfg, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(format_table(res))
+    print(f"run folder: {res.out_dir}")
+    return 0
+
+
+def format_table(res) -> str:
+    def f(v):
+        return "   -  " if v is None else f"{v:.3f}"
+    lines = ["fold  n_test  test_acc  test_bal_acc  test_auc  val_acc  best_epoch"]
+    for r in res.folds:
+        lines.append(f"{r['fold']:>4}  {r['n_test']:>6}  {f(r.get('test_acc')):>8}  {f(r.get('test_balanced_acc')):>12}"
+                     f"  {f(r.get('test_auc')):>8}  {f(r.get('val_acc')):>7}  {r['best_epoch']:>10}")
+    s = res.summary
+
+    def ms(k):
+        m, sd = s[k]["mean"], s[k]["std"]
+        return "-" if m != m else f"{m:.3f}±{sd:.3f}"
+    lines.append(f"mean±std      {ms('test_acc'):>12}  {ms('test_balanced_acc'):>10}  {ms('test_auc'):>10}")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Model files: safetensors weights with the model's config (and any card fields) in the metadata.
+
+A model file is self-describing — ``load_model(path)`` rebuilds the architecture from the metadata — and
+holds no pickled code. The authors' ``.pt`` checkpoints (plain state dicts) load through
+``load_authors_checkpoint`` with ``weights_only=True`` and ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from ..atomic import atomic_path
+from ..errors import DnDError
+from .base import MILModel, build_model
+
+_META_KEY = "dnd_model"
+
+
+class ModelFileError(DnDError):
+    """A model file that is missing, unreadable, or not one of ours."""
+
+
+def save_model(model: MILModel, path: str | os.PathLike, card: Optional[Dict[str, object]] = None) -> Path:
+    """Write ``model``'s weights and config atomically; ``card`` (JSON-able) travels in the metadata."""
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {_META_KEY: json.dumps(model.config()), "card": json.dumps(card or {}, default=str)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_model_file(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, object], Dict[str, object]]:
+    """(state dict, model config, card) of a model file."""
+    from safetensors import safe_open
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"model file not found: {p}")
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise ModelFileError(f"cannot read model file {p}: {str(e).splitlines()[0] if str(e) else e}") from None
+    if _META_KEY not in meta:
+        raise ModelFileError(f"{p.name} is a safetensors file but not a D&D Studio model (no model config)")
+    return sd, json.loads(meta[_META_KEY]), json.loads(meta.get("card", "{}"))
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> Tuple[MILModel, Dict[str, object]]:
+    """Rebuild and load a saved model in eval mode; returns (model, card)."""
+    sd, cfg, card = read_model_file(path)
+    cfg = dict(cfg)
+    model = build_model(cfg.pop("name"), **cfg)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{Path(path).name} does not match its own config: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), card
+
+
+def load_authors_checkpoint(name: str, path: str | os.PathLike, in_dim: int = 1024, n_classes: int = 2,
+                            **options) -> MILModel:
+    """A checkpoint saved by the D&D authors' code (``torch.save(model.state_dict())``), loaded strictly."""
+    p = Path(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ModelFileError(f"cannot load checkpoint {p}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(sd, dict):
+        raise ModelFileError(f"{p.name} holds no state dict")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    model = build_model(name, in_dim=in_dim, n_classes=n_classes, **options)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{p.name} does not fit {model.name} (in_dim {in_dim}, {n_classes} classes): "
+                             f"{str(e).splitlines()[0]}") from None
+    return model.eval()
