@@ -225,10 +225,17 @@ def _scan_forward(u, dl, A, B, C, h0, block, sub):
     A2 = _state_layout(A, G) * LOG2E                                                       # (G, n, dg)
     du = dl * u
     y = u.new_empty(L, ch)
-    piece_starts = []
-    h = None if h0 is None else _state_layout(h0, G)
-    for s, e in _pieces(L, sub):
-        piece_starts.append(h)
+    pieces = _pieces(L, sub)
+    # the start states outlive this call: one buffer, allocated before the temporaries (fewer heap holes)
+    piece_starts = u.new_empty(len(pieces), G, n, ch // G)
+    h = None
+    if h0 is not None:
+        h = piece_starts[0]
+        h.copy_(_state_layout(h0, G))
+    for i, (s, e) in enumerate(pieces):
+        if i and h is not None:
+            piece_starts[i].copy_(h)
+            h = piece_starts[i]
         p = _Piece(u, dl, du, B, C, s, e, block)
         a = p.decays(A2)
         state, h = _block_starts(p, a, A2, h, block)
@@ -239,7 +246,7 @@ def _scan_forward(u, dl, A, B, C, h0, block, sub):
             torch.bmm(p.C_row_t[t], state3, out=yt[t])
         y[s:e] = p.seq_rows(yT.view(p.T, p.nb, ch), e - s)
     h_last = u.new_zeros(ch, n) if h is None else _channel_layout(h)
-    return y, h_last, piece_starts
+    return y, h_last, [None if i == 0 and h0 is None else piece_starts[i] for i in range(len(pieces))]
 
 
 def _scan_backward(u, dl, A, B, C, starts, dy, dh_last, block, sub):
