@@ -6,8 +6,8 @@ seeds; the figure is the mean test accuracy, and Ilse et al. report ± the stand
 repetitions and the standard error (std/√reps) next to it, so both can be compared with the paper.
 
 Per fold: 10 % of each class of the whole set is held out of the training folds for validation; features are
-z-scored with the training bags' instance statistics (as mi-Net does); Adam (lr 5e-4, weight decay 5e-3 —
-Ilse et al.'s settings for these sets), a fixed number of epochs, the epoch with the best validation loss kept.
+z-scored with the training bags' instance statistics (as mi-Net does); Adam (lr 5e-4, weight decay 5e-3;
+our choice, not checked against Ilse et al.'s appendix), a fixed number of epochs, the epoch with the best validation loss kept.
 Models are ours at their default (the D&D authors') settings with ``in_dim`` set to the data's.
 
 Usage:  python benchmarks/mil_benchmarks.py [--datasets musk1 ...] [--models abmil abmil_gated ...]
