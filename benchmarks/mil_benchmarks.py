@@ -156,7 +156,12 @@ def main(argv=None):
     out = Path(args.out)
     done = []
     if out.is_file():
-        done = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+        done = []
+        for x in out.read_text().splitlines():
+            try:
+                done.append(json.loads(x))
+            except ValueError:      # a line cut by an interrupted run
+                continue
         done = [r for r in done if r.get("settings") == shared]
     have = {(r["dataset"], r["model"], r["rep"], r["fold"]) for r in done}
     jobs = [(d, m, r, f, shared) for d in args.datasets for m in args.models for r in range(args.reps)
