@@ -84,6 +84,15 @@ def _scan_inputs(L, ch, n, G, h0=False, seed=0):
     return [u, dl, A, B, C, D, H0]
 
 
+def _grads_close(outs, refs, leaves, tol=5e-5):
+    """Gradients of a random projection of ``outs`` and of ``refs`` w.r.t. ``leaves`` agree."""
+    weights = [torch.randn_like(o) for o in outs]
+    got = torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), leaves)
+    want = torch.autograd.grad(sum((r * w).sum() for r, w in zip(refs, weights)), leaves)
+    for a, b in zip(got, want):
+        _close(a, b, tol)
+
+
 def _close(a, b, tol=2e-5):
     scale = b.abs().max().clamp_min(1e-3)
     assert (a - b).abs().max() <= tol * scale, f"max |Δ| {(a - b).abs().max():.3g} vs scale {scale:.3g}"
@@ -103,11 +112,7 @@ def test_scan_matches_per_token_reference(L, ch, n, G, block, sub, h0):
     yr, hr = reference_scan(u, dl, A, B, C, D, h0=H0, return_state=True)
     _close(y, yr)
     _close(h, hr)
-    gy, gh = torch.randn_like(y), torch.randn_like(h)
-    got = torch.autograd.grad((y * gy).sum() + (h * gh).sum(), leaves)
-    want = torch.autograd.grad((yr * gy).sum() + (hr * gh).sum(), leaves)
-    for a, b in zip(got, want):
-        _close(a, b, 5e-5)
+    _grads_close((y, h), (yr, hr), leaves)
 
 
 def test_checkpointed_scan_matches_autograd():
@@ -129,11 +134,7 @@ def test_checkpointed_scan_matches_autograd():
     y, h = ss.checkpointed_scan(prep, (x, w, A_log, proj, D), h0=h0, block=4, sub=12)
     yr, hr = reference_scan(*prep(x, w, A_log, proj, D), h0=h0, return_state=True)
     _close(y, yr)
-    gy, gh = torch.randn_like(y), torch.randn_like(h)
-    got = torch.autograd.grad((y * gy).sum() + (h * gh).sum(), leaves)
-    want = torch.autograd.grad((yr * gy).sum() + (hr * gh).sum(), leaves)
-    for a, b in zip(got, want):
-        _close(a, b, 5e-5)
+    _grads_close((y, h), (yr, hr), leaves)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -58,12 +58,6 @@ class LabelTable:
         c = Counter(self.labels)
         return {k: c[k] for k in self.classes}
 
-    def subset(self, ids: Sequence[str]) -> "LabelTable":
-        pos = {s: i for i, s in enumerate(self.slide_ids)}
-        idx = [pos[s] for s in ids]
-        return LabelTable([self.slide_ids[i] for i in idx], [self.labels[i] for i in idx],
-                          [self.splits[i] for i in idx] if self.splits else None, self.path)
-
     def find_problems(self, available: Optional[Sequence[str]] = None, folds: int = 0,
                       class_names: Optional[Sequence[str]] = None) -> List[str]:
         """Everything wrong with this table for training, as one-line messages (empty list: usable).

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..atomic import atomic_path, ensure_dir, write_text_atomic
+from ..device import resolve_device
 from ..errors import Cancelled, DnDError
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
 from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
@@ -86,18 +87,6 @@ class SlideResult:
 
 def feature_dir_for(out_dir: str | os.PathLike, extractor: str) -> Path:
     return Path(out_dir) / f"features_{extractor}"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DnDError(f"unknown device '{device}' (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DnDError("device 'cuda' asked for, but no CUDA GPU is available (use --device cpu or auto)")
-    return dev
 
 
 def default_workers(device: torch.device | str = "cpu") -> int:

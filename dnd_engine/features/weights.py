@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..errors import WeightsMissingError
+from ..state_dicts import load_state_dict as _load_state_dict
 
 
 def dnd_weights_dir() -> Path:
@@ -54,21 +55,8 @@ def locate_weights(name: str, explicit: Optional[str | os.PathLike], candidates:
 
 
 def load_state_dict(path: Path) -> dict:
-    """Load a state dict safely: safetensors, or torch.load with weights_only=True (never unpickles code)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsMissingError(f"cannot load weights file {path}: {str(exc).splitlines()[0][:200]}") from None
-    for key in ("state_dict", "model", "teacher"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not sd:
-        raise WeightsMissingError(f"weights file {path} holds no state dict")
-    return {k.removeprefix("module.").removeprefix("model."): v for k, v in sd.items()}
+    """An extractor's state dict, safely (see ``dnd_engine.state_dicts``); failures are WeightsMissingError."""
+    return _load_state_dict(path, WeightsMissingError)
 
 
 _HASH_CACHE: dict[tuple[str, float, int], str] = {}

@@ -16,6 +16,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import DnDError
+from ..state_dicts import load_state_dict
 from .base import MILModel, build_model
 
 _META_KEY = "dnd_model"
@@ -68,17 +69,7 @@ def load_authors_checkpoint(name: str, path: str | os.PathLike, in_dim: int = 10
                             **options) -> MILModel:
     """A checkpoint saved by the D&D authors' code (``torch.save(model.state_dict())``), loaded strictly."""
     p = Path(path)
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(p))
-        else:
-            sd = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ModelFileError(f"cannot load checkpoint {p}: {str(e).splitlines()[0][:200]}") from None
-    if not isinstance(sd, dict):
-        raise ModelFileError(f"{p.name} holds no state dict")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    sd = load_state_dict(p, ModelFileError)
     model = build_model(name, in_dim=in_dim, n_classes=n_classes, **options)
     try:
         model.load_state_dict(sd, strict=True)

@@ -25,13 +25,14 @@ import torch
 
 from .. import __version__
 from ..atomic import ensure_dir, write_json_atomic, write_text_atomic
-from ..bags import (BagDataset, LabelsError, Split, check_split, find_bags, read_labels, read_splits_dir,
+from ..bags import (BagDataset, Split, check_split, find_bags, read_labels, read_splits_dir,
                     split_from_column, stratified_kfold, write_split)
 from ..errors import DnDError
 from ..models import build_model
 from ..progress import CancelFn, ProgressFn, check_cancelled
 from .metrics import mean_std
-from .trainer import EpochFn, TrainConfig, evaluate, resolve_device, train_model
+from ..device import resolve_device
+from .trainer import EpochFn, TrainConfig, evaluate, train_model
 
 METRIC_KEYS = ("acc", "balanced_acc", "auc")
 
@@ -192,4 +193,4 @@ def summary_csv(folds: List[Dict[str, object]], summary: Dict[str, Dict[str, flo
     return buf.getvalue()
 
 
-__all__ = ["CVConfig", "CVResult", "LabelsError", "prepare_splits", "run_cross_validation", "summary_csv"]
+__all__ = ["CVConfig", "CVResult", "prepare_splits", "run_cross_validation", "summary_csv"]

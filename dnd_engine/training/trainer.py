@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_path, ensure_dir, write_json_atomic, write_text_atomic
 from ..bags import BagDataset
+from ..device import resolve_device
 from ..errors import DnDError
 from ..models import MILModel
 from ..models.io import save_model
@@ -73,17 +74,6 @@ class TrainResult:
     history: List[Dict[str, object]] = field(default_factory=list)
     resumed_from: int = 0          # epochs that were already done when this call started
     stopped_early: bool = False
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise DnDError(f"device {device!r} was asked for but CUDA is not available on this machine")
-    return d
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -229,8 +219,7 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
         if cfg.weighted_sampling:
-            cw = class_weights(train_ds)
-            w = torch.tensor([float(cw[t]) for t in train_ds.targets])
+            w = class_weights(train_ds)[torch.tensor(train_ds.targets)]
             order = torch.multinomial(w, n, replacement=True, generator=gen).tolist()
         else:
             order = torch.randperm(n, generator=gen).tolist()
@@ -266,7 +255,7 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
             score = record["val_auc"] if record["val_auc"] is not None else -math.inf
         else:
             score = record["val_acc"]
-        improved = score > best_score or epoch == 1 and best_epoch == 0
+        improved = score > best_score or epoch == 1
         if improved:
             best_score, best_epoch, since_best = score, epoch, 0
         else:
