@@ -1,15 +1,24 @@
-"""Patches/s of `dnd extract` against a naive loop, same slides and model, as a ratio in one run.
+"""Patches/s of `dnd extract` against a CLAM-style loop, same slides and model, as ratios in one run.
 
-The naive loop is what a first script does: the same per-slide preparation as ``dnd extract`` (tissue, grid,
-patch file, QC images), then one ``read_region`` per patch in the main process, the same resize, then the same
-network in plain fp32 eager mode (contiguous memory format), batch by batch, saving a ``.pt`` per slide. ``dnd extract`` reads in
-DataLoader worker processes while the encoder runs, with ``channels_last``, ``inference_mode`` and (where a C++
-compiler exists) ``torch.compile`` with frozen weights, whose one-off compile time is printed apart. Both see the
-same coordinates (the grid ``dnd extract`` made) on the same slides: the bundled real slide, the TCGA sample from
-../shared when present, and a few synthetic slides written at run time (``dnd synth``) so that the run is long
-enough to measure. The encoder's weights are random: speed does not depend on them.
+(a) The CLAM-style loop is what a first script does: the same per-slide preparation as ``dnd extract``
+(tissue, grid, patch file, QC images), then one ``read_region`` per patch in the main process, the same
+resize, then the same network in plain fp32 eager mode (contiguous memory format), batch by batch, saving a
+``.pt`` per slide. (b) ``dnd extract`` as a user runs it (default settings): the tile-native reader where the
+slide allows it (each compressed tile decoded once, JPEG at the DCT scale nearest the target; else
+``read_region``), in DataLoader worker processes while the encoder runs, default precision, ``channels_last``,
+``inference_mode`` and, where a C++ compiler exists, ``torch.compile`` (its one-off compile time is printed
+apart). (c) Each stage of (b) alone: reading + decoding + resizing in the same workers without the encoder
+(with the tile reader, and with ``read_region`` for comparison), and the encoder alone on patches already in
+memory. Every rate is reported against (a), per slide and over all slides.
+
+All paths see the same coordinates (the grid ``dnd extract`` made) on the same slides: the bundled real slide,
+the TCGA sample from ../shared when present, and a large pyramidal TIFF written at run time from the bundled
+slide's real pixels (JPEG tiles, Aperio layout, 20480 px a side by default) so that the run is long enough to
+measure and its tiles are real tissue. The encoder's weights are random: speed does not depend on them. The
+last line printed is the ratio (b)/(a) over all slides, e.g. ``3.4x``.
 
 Usage: .venv/bin/python benchmarks/extract_throughput.py [--extractor resnet50_trunc] [--slides FILE ...]
+       quick check: ... --extractor stain_stats --large-size 4096 --repeats 1
 """
 
 from __future__ import annotations
@@ -19,25 +28,67 @@ import copy
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+import tifffile
 import torch
+from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dnd_engine.features import ExtractConfig, build_extractor, extract_cohort  # noqa: E402
-from dnd_engine.features.extract import _prepare_slide, default_workers  # noqa: E402
-from dnd_engine.features.patch_dataset import resize_patch  # noqa: E402
+from dnd_engine.features.extract import _prepare_slide, default_workers, tile_bands  # noqa: E402
+from dnd_engine.features.patch_dataset import PatchReader, PatchRequest, collate_patches, resize_patch  # noqa: E402
 from dnd_engine.features.registry import Extractor  # noqa: E402
 from dnd_engine.slides import open_slide  # noqa: E402
 from dnd_engine.synth import make_synthetic_cohort  # noqa: E402
 
-DEFAULT_SLIDES = [ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs",
-                  ROOT.parent / "shared" / "data" / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"]
+BUNDLED = ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs"
+DEFAULT_SLIDES = [BUNDLED, ROOT.parent / "shared" / "data" / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"]
 
 
+# --- the large slide -------------------------------------------------------------------------------------------
+def write_large_pyramid(path: Path, source: Path, size: int, tile: int = 256, quality: int = 90) -> Path:
+    """A ``size``² Aperio-style JPEG-tiled pyramid (downsamples 1, 4, 16, 64) whose pixels repeat ``source``'s.
+
+    The source's level 0 is cropped to a multiple of 64 px so that every level repeats the source's own
+    downsampled image seamlessly; tiles are generated one at a time (no full-size array in memory).
+    """
+    with open_slide(source) as s:
+        src = np.asarray(s.read_region((0, 0), 0, s.dimensions))
+        mpp, power = s.mpp or 0.5, s.objective_power or 20.0
+    h, w = (src.shape[0] // 64) * 64, (src.shape[1] // 64) * 64
+    src = np.ascontiguousarray(src[:h, :w])
+    downsamples = [1, 4, 16, 64]
+
+    def tiles(level_img: np.ndarray, lw: int, lh: int):
+        sh, sw = level_img.shape[:2]
+        big = np.tile(level_img, (-(-(tile + sh) // sh) + 1, -(-(tile + sw) // sw) + 1, 1))
+        for y in range(0, lh, tile):
+            for x in range(0, lw, tile):
+                yield big[y % sh:y % sh + tile, x % sw:x % sw + tile]
+
+    desc = (f"Aperio Image Library v12.0.15\r\n{size}x{size} [0,0 {size}x{size}] ({tile}x{tile}) JPEG/RGB "
+            f"Q={quality}|AppMag = {power:g}|MPP = {mpp:.6g}|Filename = {path.name}|Generator = benchmark")
+    jpeg = dict(photometric="rgb", compression="jpeg", compressionargs={"level": quality}, metadata=None)
+    with tifffile.TiffWriter(path, bigtiff=size > 40000) as tw:
+        for i, ds in enumerate(downsamples):
+            lw = lh = size // ds
+            level_img = src if ds == 1 else cv2.resize(src, (w // ds, h // ds), interpolation=cv2.INTER_AREA)
+            res = dict(resolution=(1e4 / mpp / ds,) * 2, resolutionunit="CENTIMETER")
+            tw.write(tiles(level_img, lw, lh), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile, tile),
+                     description=desc if i == 0 else None, **res, **jpeg)
+            if i == 0:   # Aperio's second page: a small stripped thumbnail
+                thumb = cv2.resize(src, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
+                tw.write(thumb, **jpeg)
+    return path
+
+
+# --- (a) the CLAM-style loop ---------------------------------------------------------------------------------
 def naive_run(slides: list[Path], out_dir: str, cfg: ExtractConfig, extractor: Extractor) -> int:
     """The same preparation as ``dnd extract`` (tissue, grid, patch file, QC images), then the naive loop."""
     net = copy.deepcopy(extractor.net).to(memory_format=torch.contiguous_format).eval()
@@ -62,26 +113,115 @@ def naive_run(slides: list[Path], out_dir: str, cfg: ExtractConfig, extractor: E
     return n
 
 
+# --- (c) the stages alone ------------------------------------------------------------------------------------
+def read_only(plan, cfg: ExtractConfig, out_size: int, workers: int, tiles: bool, keep: bool = False):
+    """Read, decode and resize every patch of a prepared slide in ``workers`` processes, as ``dnd extract`` does,
+    without the encoder: with the slide's tile plan (``tiles``) or one ``read_region`` per patch. Returns
+    (patch count, the uint8 batches when ``keep``)."""
+    g = plan.grid
+    if tiles:
+        units = tile_bands(0, g, plan.tile_spec, cfg.batch_size)
+    else:
+        reqs = [PatchRequest(0, r, str(plan.path), int(x), int(y), g.patch_level, g.read_size, out_size)
+                for r, (x, y) in enumerate(g.coords)]
+        units = [reqs[k:k + cfg.batch_size] for k in range(0, len(reqs), cfg.batch_size)]
+    kw = dict(prefetch_factor=4) if workers > 0 else {}
+    loader = DataLoader(PatchReader(), batch_sampler=units, num_workers=workers, collate_fn=collate_patches, **kw)
+    n, kept = 0, []
+    for imgs, _, errors in loader:
+        bad = [e for e in errors if e]
+        if bad:
+            raise SystemExit(f"{plan.path.name}: {bad[0]}")
+        n += len(imgs)
+        if keep:
+            kept.append(imgs)
+    return n, kept
+
+
+def encode_only(extractor: Extractor, batches: list[torch.Tensor], batch_size: int) -> int:
+    """The encoder alone (default precision, compiled when (b) is) on patches already in memory."""
+    flat = torch.cat(batches) if batches else torch.empty(0)
+    n = 0
+    with torch.inference_mode():
+        for k in range(0, len(flat), batch_size):
+            extractor(flat[k:k + batch_size]).cpu()
+            n += len(flat[k:k + batch_size])
+    return n
+
+
+@dataclass
+class SlideTimes:
+    path: Path
+    n: int = 0
+    reader: str = ""
+    best: dict = field(default_factory=lambda: {k: float("inf") for k in ("a", "b", "read_tiles", "read_region",
+                                                                          "encode")})
+
+    def rate(self, key: str) -> float:
+        return self.n / self.best[key] if self.best[key] < float("inf") else float("nan")
+
+
+def measure_slide(sp: Path, tmp: Path, cfg: ExtractConfig, extractor: Extractor, workers: int, repeats: int,
+                  out_size: int) -> SlideTimes:
+    t = SlideTimes(sp)
+    # warm-up: makes the coordinates, loads libraries and the model's kernels (and compiles, once)
+    res = extract_cohort([sp], tmp, cfg, extractor=extractor)[0]
+    if res.status != "done":
+        raise SystemExit(f"extraction failed: {res.error}")
+    t.n = res.n_patches
+    t.reader = f"{res.reader} ({res.info.get('reader_note', '')})"
+    plan = _prepare_slide(0, sp, tmp, cfg, extractor)
+    _, batches = read_only(plan, cfg, out_size, workers, tiles=plan.tile_spec is not None, keep=True)
+    for _ in range(repeats):          # interleaved, so drift hits every path alike
+        s = time.perf_counter()
+        extract_cohort([sp], tmp, cfg, extractor=extractor)
+        t.best["b"] = min(t.best["b"], time.perf_counter() - s)
+        s = time.perf_counter()
+        assert naive_run([sp], str(tmp), cfg, extractor) == t.n
+        t.best["a"] = min(t.best["a"], time.perf_counter() - s)
+        if plan.tile_spec is not None:
+            s = time.perf_counter()
+            assert read_only(plan, cfg, out_size, workers, tiles=True)[0] == t.n
+            t.best["read_tiles"] = min(t.best["read_tiles"], time.perf_counter() - s)
+        s = time.perf_counter()
+        assert read_only(plan, cfg, out_size, workers, tiles=False)[0] == t.n
+        t.best["read_region"] = min(t.best["read_region"], time.perf_counter() - s)
+        s = time.perf_counter()
+        assert encode_only(extractor, batches, cfg.batch_size) == t.n
+        t.best["encode"] = min(t.best["encode"], time.perf_counter() - s)
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--extractor", default="resnet50_trunc")
-    ap.add_argument("--slides", nargs="*", type=Path, default=None)
+    ap.add_argument("--slides", nargs="*", type=Path, default=None, help="instead of the default set")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--base-magnification", type=float, default=20.0,
                     help="assumed for slides without metadata (the TCGA sample has none)")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--synthetic", type=int, default=3, help="synthetic slides added to the default set")
+    ap.add_argument("--large-size", type=int, default=20480,
+                    help="side of the pyramid written from the bundled slide's pixels (0: none)")
+    ap.add_argument("--synthetic", type=int, default=0, help="`dnd synth` slides added to the default set")
     ap.add_argument("--synthetic-size", type=int, default=6144)
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--workers", type=int, default=None, help="reading processes (default: dnd extract's)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda: both paths run their model there")
-    ap.add_argument("--precision", default="auto", help="dnd extract's precision (the naive loop is fp32)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: every path runs its model there")
+    ap.add_argument("--precision", default="auto", help="dnd extract's precision (the CLAM-style loop is fp32)")
     args = ap.parse_args()
     tmp_slides = tempfile.TemporaryDirectory()
     slides = [p for p in (args.slides or DEFAULT_SLIDES) if p.exists()]
-    if not args.slides and args.synthetic > 0:
-        cohort = make_synthetic_cohort(tmp_slides.name, n_slides=args.synthetic, size=args.synthetic_size, seed=1)
-        slides += [s.path for s in cohort.slides]
+    if not args.slides:
+        if args.large_size > 0:
+            t = time.perf_counter()
+            big = write_large_pyramid(Path(tmp_slides.name) / f"cmu_tiled_{args.large_size}.svs", BUNDLED,
+                                      args.large_size)
+            print(f"wrote {big.name}: {args.large_size}x{args.large_size} JPEG-tiled pyramid from the bundled slide's "
+                  f"pixels in {time.perf_counter() - t:.0f} s ({big.stat().st_size / 2**20:.0f} MiB)")
+            slides.append(big)
+        if args.synthetic > 0:
+            cohort = make_synthetic_cohort(tmp_slides.name, n_slides=args.synthetic, size=args.synthetic_size, seed=1)
+            slides += [s.path for s in cohort.slides]
     if not slides:
         raise SystemExit("no benchmark slides found")
     torch.manual_seed(0)
@@ -89,31 +229,43 @@ def main() -> None:
     cfg = ExtractConfig(extractor=args.extractor, base_magnification=args.base_magnification,
                         batch_size=args.batch_size, overwrite=True, device=args.device, precision=args.precision,
                         compile=args.compile, num_workers=args.workers)
-    best_ours, best_naive = float("inf"), float("inf")
+    workers = default_workers(extractor.device) if args.workers is None else args.workers
+    out_size = extractor.spec.input_size or cfg.patch_size
+    times = []
     with tempfile.TemporaryDirectory() as tmp:
-        # warm-up run: makes the coordinates, loads libraries and the model's kernels
-        results = extract_cohort(slides, tmp, cfg, extractor=extractor)
-        bad = [r for r in results if r.status != "done"]
-        if bad:
-            raise SystemExit(f"extraction failed: {bad[0].error}")
-        n_total = sum(r.n_patches for r in results)
-        for _ in range(args.repeats):          # interleaved, so drift hits both alike
-            t = time.perf_counter()
-            extract_cohort(slides, tmp, cfg, extractor=extractor)
-            best_ours = min(best_ours, time.perf_counter() - t)
-            t = time.perf_counter()
-            n = naive_run(slides, tmp, cfg, extractor)
-            best_naive = min(best_naive, time.perf_counter() - t)
-            assert n == n_total
-    ours, naive = n_total / best_ours, n_total / best_naive
-    print(f"slides: {', '.join(p.name for p in slides)}; {n_total} patches at 10x; extractor {args.extractor} "
-          f"(random weights), batch {args.batch_size}, device {extractor.device}, dnd extract precision "
-          f"{extractor.precision}, {torch.get_num_threads()} threads, {default_workers(extractor.device)} reading workers")
+        for sp in slides:
+            times.append(measure_slide(sp, Path(tmp), cfg, extractor, workers, args.repeats, out_size))
+
+    print(f"slides: {', '.join(p.name for p in slides)}; {sum(t.n for t in times)} patches at 10x; extractor "
+          f"{args.extractor} (random weights), batch {args.batch_size}, device {extractor.device}, dnd extract "
+          f"precision {extractor.precision}, {torch.get_num_threads()} threads, {workers} reading workers")
     print(f"torch.compile: {'on, one-off compile ' + format(extractor.compile_seconds, '.1f') + ' s (not in the rates)' if extractor.compiled else 'off'}")
-    print("both do the same tissue segmentation, grid, patch file and QC images per slide; then")
-    print(f"  naive loop (read_region per patch in the main process, eager fp32 model): {naive:7.2f} patches/s")
-    print(f"  dnd extract (reading workers; channels_last/compile where they apply):  {ours:7.2f} patches/s")
-    print(f"ratio dnd extract / naive: {ours / naive:.2f}x")
+    print("(a) and (b) both do the same tissue segmentation, grid, patch file and QC images per slide; (c) is the "
+          f"feature stage only. Best of {args.repeats}; patches/s and ratio to (a):")
+    rows = [("a", "(a) CLAM-style loop: read_region per patch in the main process, eager fp32"),
+            ("b", f"(b) dnd extract defaults: tile reader where eligible, {extractor.precision}"),
+            ("read_tiles", f"(c) read+decode+resize only, tile reader, {workers} workers"),
+            ("read_region", f"(c) read+decode+resize only, read_region, {workers} workers"),
+            ("encode", f"(c) encode only, {extractor.precision}{', compiled' if extractor.compiled else ''}")]
+
+    def report(label: str, n: int, best: dict) -> None:
+        print(f"  {label}: {n} patches")
+        base = n / best["a"]
+        for key, text in rows:
+            if best[key] < float("inf"):
+                rate = n / best[key]
+                print(f"    {text:<78} {rate:9.2f}/s  {rate / base:6.2f}x")
+
+    for t in times:
+        report(f"{t.path.name} [reader {t.reader}]", t.n, t.best)
+    total = {k: sum(t.best[k] for t in times) for k in ("a", "b", "read_region", "encode")}
+    if all(t.best["read_tiles"] < float("inf") for t in times):
+        total["read_tiles"] = sum(t.best["read_tiles"] for t in times)
+    else:
+        total["read_tiles"] = float("inf")
+    n_total = sum(t.n for t in times)
+    report("all slides", n_total, total)
+    print(f"ratio dnd extract (b) / CLAM-style loop (a), all slides: {(n_total / total['b']) / (n_total / total['a']):.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`dnd train`: cross-validated training of one MIL method on a folder of feature bags."""
+"""`dnd train`: cross-validated training of one MIL method on feature bags, plain or with D&D (``--preset``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ from pathlib import Path
 
 def add_train(sub) -> None:
     from ..models import ALIASES, model_names
+    from ..dnd import PRESETS
     from ..training.trainer import OPTIMIZERS, SELECTIONS
+    from .dnd_cmds import add_dnd_options
     p = sub.add_parser(
-        "train", help="train and test one MIL model with cross-validation on feature bags",
+        "train", help="train and test one MIL model (or D&D with --preset) with cross-validation on feature bags",
         description="Train one MIL model per fold on feature bags (.h5/.pt; CLAM, TRIDENT or `dnd extract` "
                     "layouts) with labels from a CSV (slide_id,label[,split]). Splits come from the CSV's split "
                     "column, from --splits, or are generated (stratified k-fold, seeded) and saved. Defaults are "
-                    "the D&D paper's base-model settings. Re-running with the same --out resumes.")
+                    "the D&D paper's base-model settings. With --preset paper|authors-code the four D&D stages run on "
+                    "every fold (base, clusters, experts, distilled student), base and student are both tested, "
+                    "and the run folder gets a deployable model.safetensors. Re-running with the same --out "
+                    "resumes.")
     p.add_argument("--features", required=True, help="folder of feature bags")
     p.add_argument("--labels", required=True, help="labels CSV: slide_id,label[,split]")
     p.add_argument("--model", default="abmil", choices=model_names() + sorted(ALIASES), help="MIL method")
@@ -23,16 +28,18 @@ def add_train(sub) -> None:
     p.add_argument("--folds", type=int, default=5, help="k of stratified k-fold (ignored with a split column)")
     p.add_argument("--val-frac", type=float, default=0.1, help="validation share of each class (default 0.1)")
     p.add_argument("--splits", default=None, metavar="DIR", help="reuse splits_<i>.csv files from DIR")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="sgd has momentum 0.9 (default sgd)")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="run Divide-and-Distill with this preset's settings: paper or authors-code")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 200; D&D: base and experts)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd has momentum 0.9 (default sgd)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    p.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 1e-5)")
     p.add_argument("--dropout", type=float, default=0.25)
     p.add_argument("--gated", action="store_true", help="ABMIL: gated attention (Ilse et al.)")
     p.add_argument("--rate", type=int, default=None, help="MambaMIL: SRMamba rate (default 10, as D&D)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other model option, e.g. --option act=gelu")
-    p.add_argument("--selection", choices=SELECTIONS, default="best_val_acc",
+    p.add_argument("--selection", choices=SELECTIONS, default=None,
                    help="which epoch's weights to keep (default: best validation accuracy, strict improvement)")
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement")
     p.add_argument("--weighted-ce", action="store_true", help="class-weighted cross-entropy")
@@ -40,6 +47,7 @@ def add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dnd_options(p, for_train=True)
     p.set_defaults(func=cmd_train)
 
 
@@ -66,8 +74,12 @@ def cmd_train(args) -> int:
         opts["gated"] = True
     if args.rate is not None:
         opts["rate"] = args.rate
-    tcfg = TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                       selection=args.selection, patience=args.patience, seed=args.seed, device=args.device,
+    if args.preset:
+        from .dnd_cmds import run_train_dnd
+        return run_train_dnd(args, name, opts)
+    given = {k: getattr(args, k) for k in ("epochs", "optimizer", "lr", "weight_decay", "selection")
+             if getattr(args, k) is not None}
+    tcfg = TrainConfig(**given, patience=args.patience, seed=args.seed, device=args.device,
                        weighted_ce=args.weighted_ce, weighted_sampling=args.weighted_sampling)
     cfg = CVConfig(model=name, model_options=opts, folds=args.folds, val_frac=args.val_frac,
                    split_seed=args.seed, splits_dir=args.splits, train=tcfg)

@@ -5,7 +5,12 @@ Output layout under ``out`` (CLAM/TRIDENT conventions, so their users can bring 
 - ``tissue/{slide}.geojson`` (QuPath), ``tissue/{slide}_mask.png``, ``tissue/{slide}_qc.jpg``;
 - ``features_{extractor}/h5_files/{slide}.h5`` — ``features`` (N×D float32) + ``coords`` (same order);
 - ``features_{extractor}/pt_files/{slide}.pt`` — the features tensor CLAM's training code loads;
-- ``features_{extractor}/extraction_summary.csv`` — one row per slide and outcome.
+- ``features_{extractor}/extraction_summary.csv`` — one row per slide and outcome (and which reader read it).
+
+Patches are read by the tile-native reader (:mod:`dnd_engine.slides.tiles`: each compressed tile decoded once,
+JPEG at the DCT scale nearest the target) when a slide is a tiled TIFF it understands, else with
+``read_region`` (OpenSlide / tiffslide, the reference); ``ExtractConfig.reader`` chooses, and each slide's
+result says which read it and why.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field, asdict
@@ -35,9 +41,16 @@ from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
 from ..slides import open_slide, is_slide_path
 from ..slides.slide import slide_id
 from ..tissue import PRESETS, TissueMask, TissueParams, segment_tissue, write_tissue_geojson
-from .patch_dataset import PatchReader, PatchRequest, collate_patches
+from ..slides.tiles import TilesNotEligible, TileSpec, patch_blocks, plan_tiles
+from .patch_dataset import PatchReader, PatchRequest, TileBand, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
 from .registry import Extractor, build_extractor
+
+log = logging.getLogger(__name__)
+
+#: ExtractConfig.reader values: the tile reader where it applies, else read_region; the tile reader or an error;
+#: read_region only (OpenSlide, or tiffslide for the TIFFs OpenSlide rejects).
+READERS = ("auto", "tiles", "openslide")
 
 
 @dataclass
@@ -57,6 +70,7 @@ class ExtractConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: str = "auto"                       # auto | on | off: torch.compile the encoder (see Extractor)
+    reader: str = "auto"                        # auto | tiles | openslide: how patches are read (see READERS)
     overwrite: bool = False
 
     def patch_params(self) -> PatchParams:
@@ -83,6 +97,7 @@ class SlideResult:
     features_h5: str = ""
     features_pt: str = ""
     info: dict = field(default_factory=dict)
+    reader: str = ""             # tiles | openslide | tiffslide | image: what read the patches (info says why)
 
 
 def feature_dir_for(out_dir: str | os.PathLike, extractor: str) -> Path:
@@ -141,7 +156,12 @@ class _SlidePlan:
     paths: dict
     info: dict
     t0: float
+    tile_spec: Optional[TileSpec] = None     # None: read with read_region
     writer: Optional[FeatureWriter] = None
+
+    @property
+    def reader(self) -> str:
+        return str(self.info.get("reader", ""))
 
 
 def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractConfig,
@@ -173,7 +193,29 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
         write_tissue_geojson(tissue, paths["geojson"])
         _write_png(paths["mask"], (tissue.mask * 255).astype(np.uint8))
         _write_png(paths["qc"], _qc_image(tissue, grid), fmt="JPEG", quality=85)
-        return _SlidePlan(index, Path(slide_path), sid, grid, attrs, paths, slide.info(), t0)
+        info = slide.info()
+        spec = _choose_reader(slide, grid, extractor.spec.input_size or config.patch_size, config.reader, info)
+        return _SlidePlan(index, Path(slide_path), sid, grid, attrs, paths, info, t0, tile_spec=spec)
+
+
+def _choose_reader(slide, grid: PatchGrid, out_size: int, mode: str, info: dict) -> Optional[TileSpec]:
+    """The tile reader's plan for this slide, or None for read_region; records the choice in ``info``
+    (``reader``, and ``reader_note``: why the tile reader was not used) and in the log."""
+    if mode == "openslide":
+        info["reader"], info["reader_note"] = slide.backend, "read_region requested (reader=openslide)"
+        return None
+    try:
+        spec = plan_tiles(slide, grid, out_size)
+    except TilesNotEligible as exc:
+        if mode == "tiles":
+            raise DnDError(f"{exc} (reader=tiles; use reader auto or openslide)") from None
+        info["reader"], info["reader_note"] = slide.backend, f"tile reader not eligible: {exc.reason}"
+        log.info("%s: reading with %s read_region; tile reader not eligible: %s", slide.path.name, slide.backend,
+                 exc.reason)
+        return None
+    info["reader"], info["reader_note"] = "tiles", spec.describe()
+    log.info("%s: reading with the tile reader (%s)", slide.path.name, spec.describe())
+    return spec
 
 
 def _file_attrs(extractor: Extractor, config: ExtractConfig, plan: _SlidePlan) -> dict:
@@ -185,6 +227,18 @@ def _file_attrs(extractor: Extractor, config: ExtractConfig, plan: _SlidePlan) -
     }
 
 
+#: most patches in one tile-reader work unit: a worker decodes a block's tiles once (see patch_blocks); larger
+#: blocks re-decode fewer border tiles but hold more decoded patches in flight per worker.
+BAND_PATCHES = 128
+
+
+def tile_bands(slide_index: int, grid: PatchGrid, spec: TileSpec, batch_size: int) -> list[TileBand]:
+    """A slide's grid as tile-reader work units: blocks of at most ``BAND_PATCHES`` (or the batch size, if
+    smaller, so that small batches still keep every worker busy)."""
+    return [TileBand(slide_index, rows, grid.coords[rows], spec)
+            for rows in patch_blocks(grid.coords, min(BAND_PATCHES, max(16, int(batch_size))))]
+
+
 def _loader(sampler, config: ExtractConfig, device: torch.device, workers: int) -> DataLoader:
     kw = dict(batch_sampler=sampler, num_workers=workers, collate_fn=collate_patches,
               pin_memory=device.type == "cuda")
@@ -194,9 +248,14 @@ def _loader(sampler, config: ExtractConfig, device: torch.device, workers: int) 
 
 
 class _CohortStream:
-    """Batches of patch requests across the whole cohort, preparing each slide only when the stream reaches it
-    (in the main process, as the DataLoader asks for more work), so batches stay full across slide boundaries
-    and the readers never idle between slides."""
+    """Work units across the whole cohort, preparing each slide only when the stream reaches it (in the main
+    process, as the DataLoader asks for more work), so the readers never idle between slides.
+
+    A slide read with ``read_region`` becomes batches of :class:`PatchRequest` s (running across slide
+    boundaries); a slide read from its tiles becomes :class:`TileBand` s: square blocks of its grid, so that
+    each worker decodes a block's tiles once and few tiles are decoded by two workers. The main loop regroups
+    whatever arrives into full encoder batches.
+    """
 
     def __init__(self, paths, out_dir, config, extractor, on_result, cancelled):
         self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
@@ -219,6 +278,9 @@ class _CohortStream:
                 continue
             self.plans[i] = plan
             g = plan.grid
+            if plan.tile_spec is not None:
+                yield from tile_bands(i, g, plan.tile_spec, self.config.batch_size)
+                continue
             for row, (x, y) in enumerate(g.coords):
                 batch.append(PatchRequest(i, row, str(sp), int(x), int(y), g.patch_level, g.read_size,
                                           self.out_size))
@@ -227,6 +289,30 @@ class _CohortStream:
                     batch = []
         if batch:
             yield batch
+
+
+def _full_batches(loader, batch_size: int):
+    """(imgs, requests, errors) regrouped into batches of ``batch_size`` (the last may be smaller): tile bands
+    come in blocks of any size, and the encoder runs best, and compiles once, on full batches."""
+    imgs: list[torch.Tensor] = []
+    reqs: list = []
+    errs: list = []
+    n = 0
+    for b_imgs, b_reqs, b_errs in loader:
+        if n == 0 and len(b_reqs) == batch_size:
+            yield b_imgs, b_reqs, b_errs
+            continue
+        imgs.append(b_imgs)
+        reqs += b_reqs
+        errs += b_errs
+        n += len(b_reqs)
+        while n >= batch_size:
+            cat = torch.cat(imgs) if len(imgs) > 1 else imgs[0]
+            yield cat[:batch_size], reqs[:batch_size], errs[:batch_size]
+            imgs, reqs, errs = ([cat[batch_size:]] if n > batch_size else []), reqs[batch_size:], errs[batch_size:]
+            n -= batch_size
+    if n:
+        yield (torch.cat(imgs) if len(imgs) > 1 else imgs[0]), reqs, errs
 
 
 def _failed(path: Path, exc: BaseException) -> SlideResult:
@@ -281,6 +367,8 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
                                     precision=config.precision)
     elif extractor.name != config.extractor:
         raise DnDError(f"extractor '{extractor.name}' given for a config that names '{config.extractor}'")
+    if config.reader not in READERS:
+        raise DnDError(f"reader must be one of {', '.join(READERS)}, got {config.reader!r}")
     if config.compile not in ("auto", "on", "off"):
         raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
     if config.compile != "off" and not extractor.compiled:
@@ -307,7 +395,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     failed_plans: set[int] = set()
     progress(0, n_slides, "starting")
     try:
-        for imgs, reqs, errors in _loader(stream, config, device, workers):
+        for imgs, reqs, errors in _full_batches(_loader(stream, config, device, workers), config.batch_size):
             check_cancelled(cancelled)
             feats = extractor(imgs).cpu().numpy()
             by_slide: dict[int, list[int]] = {}
@@ -320,7 +408,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
                 try:
                     bad = [errors[k] for k in ks if errors[k]]
                     if bad:
-                        raise DnDError(f"{plan.path.name}: {bad[0]}")
+                        raise DnDError(bad[0] if bad[0].startswith(plan.path.name) else f"{plan.path.name}: {bad[0]}")
                     if plan.writer is None:
                         plan.writer = FeatureWriter(plan.paths["h5"], plan.paths["pt"], plan.grid.coords,
                                                     plan.attrs, extractor.dim, _file_attrs(extractor, config, plan))
@@ -331,13 +419,16 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
                         plan.writer.finish()
                         on_result(i, SlideResult(plan.slide_id, str(plan.path), "done", plan.writer.n,
                                                  time.perf_counter() - plan.t0, features_h5=str(plan.paths["h5"]),
-                                                 features_pt=str(plan.paths["pt"]), info=plan.info))
+                                                 features_pt=str(plan.paths["pt"]), info=plan.info,
+                                                 reader=plan.reader))
                         del stream.plans[i]
                 except Exception as exc:
                     if plan.writer is not None:
                         plan.writer.abort()
                     failed_plans.add(i)
-                    on_result(i, _failed(plan.path, exc))
+                    r = _failed(plan.path, exc)
+                    r.info, r.reader = plan.info, plan.reader
+                    on_result(i, r)
         check_cancelled(cancelled)
     except Cancelled:
         for i, plan in list(stream.plans.items()):
@@ -358,8 +449,9 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
 def _write_summary(fdir: Path, results: list[SlideResult]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["slide_id", "status", "n_patches", "seconds", "magnification_source", "error", "path"])
+    w.writerow(["slide_id", "status", "n_patches", "seconds", "magnification_source", "error", "path", "reader",
+                "reader_note"])
     for r in results:
         w.writerow([r.slide_id, r.status, r.n_patches, f"{r.seconds:.2f}", r.info.get("magnification_source", ""),
-                    r.error, r.path])
+                    r.error, r.path, r.reader or r.info.get("reader", ""), r.info.get("reader_note", "")])
     write_text_atomic(fdir / "extraction_summary.csv", buf.getvalue())

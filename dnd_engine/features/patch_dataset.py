@@ -1,8 +1,11 @@
 """Reading patches in DataLoader workers: each worker keeps its own slide handles and resizes off the encoder.
 
-A cohort is one stream of :class:`PatchRequest` s (the sampler yields them, so slides can be prepared lazily
-and batches run across slide boundaries); a request that cannot be read comes back flagged with its error
-instead of killing the worker, so one corrupt tile fails its slide, not the cohort.
+A cohort is one stream of work units (the sampler yields them, so slides can be prepared lazily and batches
+run across slide boundaries). A unit is either a list of :class:`PatchRequest` s, each read with
+``read_region`` (the reference path, for any format), or a :class:`TileBand`: a block of one slide's grid read
+by the tile-native reader (:mod:`dnd_engine.slides.tiles`), which decodes each compressed tile of the block
+once. A patch that cannot be read comes back flagged with its error instead of killing the worker, so one
+corrupt tile fails its slide, not the cohort; a band that fails flags all of its patches.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..slides import open_slide
+from ..slides.resize import resize_patch  # noqa: F401  (re-exported: the reference resize)
+from ..slides.tiles import TileReader, TileSpec
 
 
 class PatchRequest(NamedTuple):
@@ -30,11 +34,22 @@ class PatchRequest(NamedTuple):
     out_size: int
 
 
-def resize_patch(img: Image.Image, out_size: int) -> np.ndarray:
-    """The reference resize: PIL bilinear with antialiasing (torchvision's Resize on PIL images does the same)."""
-    if img.size != (out_size, out_size):
-        img = img.resize((out_size, out_size), Image.Resampling.BILINEAR)
-    return np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+class TileBand(NamedTuple):
+    """Patches of one slide for one worker to read from the slide's tiles, in the grid's (tile) order."""
+    slide_index: int
+    rows: np.ndarray      # (n,) rows of the patches in the slide's coords
+    coords: np.ndarray    # (n, 2) level-0 x, y of those rows
+    spec: TileSpec
+
+    def requests(self) -> list[PatchRequest]:
+        s = self.spec
+        return [PatchRequest(self.slide_index, int(r), s.path, int(x), int(y), s.level, s.read_size, s.out_size)
+                for r, (x, y) in zip(self.rows, self.coords)]
+
+
+def _error_text(exc: BaseException) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return msg[:300]
 
 
 class _Handles:
@@ -64,11 +79,44 @@ class _Handles:
         self.open.clear()
 
 
+class _TileReaders(_Handles):
+    """The same per-process cache for tile readers, keyed by their :class:`TileSpec`."""
+
+    def get(self, spec: TileSpec) -> TileReader:  # type: ignore[override]
+        if self.pid != os.getpid():
+            self.open, self.pid = OrderedDict(), os.getpid()
+        if spec in self.open:
+            self.open.move_to_end(spec)
+            return self.open[spec]
+        reader = TileReader(spec)
+        self.open[spec] = reader
+        while len(self.open) > self.size:
+            self.open.popitem(last=False)[1].close()
+        return reader
+
+
 class PatchReader(Dataset):
-    """Map-style dataset indexed by :class:`PatchRequest` itself: ``reader[request] -> (uint8 HWC, error)``."""
+    """Map-style dataset indexed by work units: ``reader[request] -> (uint8 HWC, request, error)``, and
+    ``__getitems__`` (what the DataLoader calls with each unit) for a list of requests or a :class:`TileBand`."""
 
     def __init__(self) -> None:
         self.handles = _Handles()
+        self.tile_readers = _TileReaders(2)
+
+    def __getitems__(self, unit):
+        if isinstance(unit, TileBand):
+            return self.read_band(unit)
+        return [self[req] for req in unit]
+
+    def read_band(self, band: TileBand):
+        reqs = band.requests()
+        out = band.spec.out_size
+        try:
+            patches = list(self.tile_readers.get(band.spec).read_patches(band.coords))
+        except Exception as exc:             # a corrupt tile: every patch of the band carries the error
+            msg = _error_text(exc)
+            return [(np.zeros((out, out, 3), np.uint8), r, msg) for r in reqs]
+        return [(p, r, "") for p, r in zip(patches, reqs)]
 
     def __len__(self) -> int:  # the stream's length is not known up front; the sampler drives iteration
         raise TypeError("PatchReader is indexed by PatchRequest; iterate it through a sampler")
@@ -79,8 +127,7 @@ class PatchReader(Dataset):
             img = s.read_region((req.x, req.y), req.level, (req.read_size, req.read_size))
             return resize_patch(img, req.out_size), req, ""
         except Exception as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return np.zeros((req.out_size, req.out_size, 3), np.uint8), req, msg[:300]
+            return np.zeros((req.out_size, req.out_size, 3), np.uint8), req, _error_text(exc)
 
 
 def collate_patches(items):

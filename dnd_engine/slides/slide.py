@@ -153,12 +153,28 @@ class Slide:
                 img = self._read_image_region(x, y, level, w, h)
             else:
                 img = self._h.read_region((x, y), level, (w, h))
+                if self.backend == "tiffslide":
+                    img = self._white_beyond_edges(_to_rgb(img), x, y, level, w, h)
         except SlideError:
             raise
         except Exception as exc:  # openslide/tifffile/zarr raise many types for corrupt data
             raise SlideError(f"{self.path.name}: cannot decode pixels at ({x}, {y}) level {level}: "
                              f"{_one_line(exc)}") from None
         return _to_rgb(img)
+
+    def _white_beyond_edges(self, img: Image.Image, x: int, y: int, level: int, w: int, h: int) -> Image.Image:
+        """tiffslide pads reads past the level's edges with black; make that white, as OpenSlide's (and as the
+        tile reader's) padding, so a slide's edge patches do not depend on which library opened it."""
+        lw, lh = self.level_dimensions[level]
+        ds = self.level_downsamples[level]
+        rx, ry = int(x / ds), int(y / ds)        # tiffslide's own placement of level-0 coordinates
+        x0, y0, x1, y1 = max(0, -rx), max(0, -ry), min(w, lw - rx), min(h, lh - ry)
+        if x0 == 0 and y0 == 0 and x1 >= w and y1 >= h:
+            return img
+        out = Image.new("RGB", (w, h), (255, 255, 255))
+        if x1 > x0 and y1 > y0:
+            out.paste(img.crop((x0, y0, x1, y1)), (x0, y0))
+        return out
 
     def _read_image_region(self, x, y, level, w, h) -> Image.Image:
         img = self._h

@@ -1,0 +1,218 @@
+"""Classify raw slides with a trained model: tissue → patches → features → model → prediction and heatmaps.
+
+The model card is checked against each slide before any patch is read (the extractor exists and its weights
+are found, the slide reaches the magnification the model was trained at), so a mismatch costs seconds, not
+an extraction. Used by ``dnd predict``, ``dnd demo`` and the app's drag-and-drop.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .atomic import ensure_dir, write_text_atomic
+from .bags import load_bag
+from .device import resolve_device
+from .errors import DnDError
+from .models import MILModel
+from .models.io import load_model
+from .progress import CancelFn, ProgressFn, check_cancelled, no_progress
+
+HEATMAP_CHOICES = ("student", "all", "none")
+
+
+@dataclass
+class LoadedModel:
+    """The deployable model, its card, and (from a run folder) the base model and experts for heatmaps."""
+
+    model: MILModel
+    card: Dict[str, object]
+    path: Path
+    teachers: Dict[str, MILModel] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> List[str]:
+        names = self.card.get("class_names")
+        return list(names) if names else [f"class_{i}" for i in range(self.model.n_classes)]
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A model file, or a run folder holding ``model.safetensors`` (``dnd train --preset`` writes one)."""
+    p = Path(model)
+    if p.is_dir():
+        if (p / "model.safetensors").is_file():
+            return p / "model.safetensors"
+        raise DnDError(f"{p} holds no model.safetensors (is it a finished D&D run folder?)")
+    if not p.is_file():
+        raise DnDError(f"model not found: {p}")
+    return p
+
+
+def load_deployable(model: str | Path, device="cpu", with_teachers: bool = False) -> LoadedModel:
+    path = resolve_model_path(model)
+    net, card = load_model(path, device)
+    teachers: Dict[str, MILModel] = {}
+    if with_teachers:
+        fold = (card.get("cohort") or {}).get("fold")
+        run = path.parent / f"fold_{fold}" if fold is not None and (path.parent / f"fold_{fold}").is_dir() \
+            else path.parent
+        from .dnd.pipeline import load_dnd_models
+        try:
+            teachers = {k: v for k, v in load_dnd_models(run, device).items() if k != "student"}
+        except DnDError:
+            teachers = {}
+    return LoadedModel(net, card, path, teachers)
+
+
+@dataclass
+class SlidePrediction:
+    slide_id: str
+    path: str
+    status: str                               # done | failed
+    predicted: str = ""
+    probs: List[float] = field(default_factory=list)
+    n_patches: int = 0
+    error: str = ""
+    outputs: Dict[str, str] = field(default_factory=dict)   # name → file
+
+
+def check_slide(card: Dict[str, object], slide_path: str | Path) -> None:
+    """Refuse a slide that cannot reach the model's magnification."""
+    from .slides import open_slide
+    mag = card.get("magnification")
+    with open_slide(slide_path) as slide:
+        base = slide.magnification_at_level(0)
+        if mag and base and base + 1e-6 < float(mag):
+            raise DnDError(f"{Path(slide_path).name} is scanned at {base:g}x but the model needs {float(mag):g}x")
+
+
+def _extract_config(card: Dict[str, object], weights: Optional[str], device: str, extractor: Optional[str]):
+    from .features import ExtractConfig
+    name = extractor or card.get("extractor")
+    if not name:
+        raise DnDError("the model card does not say which feature extractor it was trained on; pass --extractor")
+    if card.get("extractor") and extractor and extractor != card["extractor"]:
+        raise DnDError(f"the model was trained on '{card['extractor']}' features, not '{extractor}'")
+    return ExtractConfig(extractor=str(name), weights=weights, magnification=float(card.get("magnification") or 10.0),
+                         patch_size=int(card.get("patch_size") or 256), device=device)
+
+
+def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path], out_dir: str | Path, *,
+                   weights: Optional[str] = None, extractor: Optional[str] = None, heatmaps: str = "student",
+                   colormap: str = "jet", device: str = "auto", progress: ProgressFn = no_progress,
+                   slide_progress: ProgressFn = no_progress, cancelled: Optional[CancelFn] = None,
+                   log=None) -> List[SlidePrediction]:
+    """Predict every slide; a failing slide is reported (status ``failed``) and the others go on.
+
+    Writes ``out_dir/predictions.csv``, features under ``out_dir/extraction`` and, per slide,
+    ``out_dir/heatmaps/<slide>_<model>_heatmap.png`` / ``.geojson``.
+    """
+    from .features import build_extractor, extract_cohort
+    say = log or (lambda m: None)
+    if heatmaps not in HEATMAP_CHOICES:
+        raise DnDError(f"heatmaps must be one of {', '.join(HEATMAP_CHOICES)}")
+    dev = resolve_device(device)
+    lm = model if isinstance(model, LoadedModel) else load_deployable(model, dev, with_teachers=heatmaps == "all")
+    card = lm.card
+    cfg = _extract_config(card, weights, str(dev), extractor)
+    enc = build_extractor(cfg.extractor, cfg.weights, device=dev, precision=cfg.precision)  # weights missing → says so
+    if card.get("feature_dim") and int(card["feature_dim"]) != enc.dim:
+        raise DnDError(f"the model expects {card['feature_dim']}-d features but '{enc.name}' gives {enc.dim}-d")
+    if card.get("weights_sha256") and enc.weights_sha256() and card["weights_sha256"] != enc.weights_sha256():
+        say("warning: the extractor weights differ from those the model was trained with (sha256 mismatch)")
+    out = ensure_dir(out_dir)
+    results: List[SlidePrediction] = []
+    for k, s in enumerate(slides):
+        check_cancelled(cancelled)
+        sp = Path(s)
+        progress(k, len(slides), sp.name)
+        try:
+            check_slide(card, sp)
+            r = extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
+                               extractor=enc)[0]
+            if r.status == "failed":
+                raise DnDError(r.error)
+            results.append(_classify(lm, sp, Path(r.features_h5), out, heatmaps, colormap, dev))
+            p = results[-1]
+            say(f"{p.slide_id}: {p.predicted} ({max(p.probs):.3f}) from {p.n_patches} patches")
+        except DnDError as e:
+            from .slides.slide import slide_id
+            results.append(SlidePrediction(slide_id(sp), str(sp), "failed", error=str(e)))
+            say(f"error: {sp.name}: {e}")
+    progress(len(slides), len(slides), "done")
+    write_text_atomic(out / "predictions.csv", predictions_csv(results, lm.class_names))
+    return results
+
+
+def model_scores(model: MILModel, bag: torch.Tensor, device) -> tuple:
+    """(probabilities (C,), per-patch scores (N,)) in eval mode, without gradients."""
+    model.eval()
+    with torch.no_grad():
+        o = model(bag.to(device), scores=True)
+    probs = torch.softmax(o.logits.float(), dim=1)[0].cpu().numpy()
+    scores = o.instance_scores
+    if scores is None:
+        raise DnDError(f"{type(model).__name__} gives no per-patch scores for a heatmap")
+    scores = scores.float().reshape(-1).cpu().numpy()
+    return probs, scores
+
+
+def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, heatmaps: str, colormap: str,
+              device) -> SlidePrediction:
+    from .heatmaps import render_heatmap, save_heatmap_png, write_heatmap_geojson
+    from .patching.h5io import read_coords_h5
+    from .slides import open_slide
+    from .tissue import segment_tissue
+    bag, coords = load_bag(features_h5, with_coords=True)
+    _, attrs = read_coords_h5(features_h5)
+    if bag.shape[1] != lm.model.in_dim:
+        raise DnDError(f"the model expects {lm.model.in_dim}-d features but {features_h5.name} has {bag.shape[1]}")
+    probs, scores = model_scores(lm.model, bag, device)
+    names = lm.class_names
+    pred = names[int(np.argmax(probs))]
+    sid = features_h5.stem
+    res = SlidePrediction(sid, str(slide_path), "done", pred, [float(p) for p in probs], int(bag.shape[0]))
+    if heatmaps == "none":
+        return res
+    ps0 = float(attrs["patch_size_level0"])
+    models = {"student": (lm.model, probs, scores)}
+    if heatmaps == "all":
+        for name, m in lm.teachers.items():
+            p, sc = model_scores(m, bag, device)
+            models[name] = (m, p, sc)
+    hdir = ensure_dir(out / "heatmaps")
+    with open_slide(slide_path) as slide:
+        tissue = segment_tissue(slide, ps0 ** 2, require_tissue=False)
+        for name, (_m, p, sc) in models.items():
+            hm = render_heatmap(slide, coords, ps0, sc, colormap=colormap, tissue=tissue)
+            png = hdir / f"{sid}_{name}_heatmap.png"
+            save_heatmap_png(hm, png)
+            gj = hdir / f"{sid}_{name}_heatmap.geojson"
+            write_heatmap_geojson(gj, coords, ps0, sc, probs=p, class_names=names,
+                                  predicted=names[int(np.argmax(p))], model_name=name)
+            res.outputs[f"{name}_png"] = str(png)
+            res.outputs[f"{name}_geojson"] = str(gj)
+    return res
+
+
+def predictions_csv(results: Sequence[SlidePrediction], class_names: List[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["slide_id", "status", "predicted"] + [f"p_{c}" for c in class_names] +
+               ["n_patches", "heatmap_png", "heatmap_geojson", "error", "path"])
+    for r in results:
+        probs = [f"{p:.6f}" for p in r.probs] if r.probs else [""] * len(class_names)
+        w.writerow([r.slide_id, r.status, r.predicted] + probs +
+                   [r.n_patches or "", r.outputs.get("student_png", ""), r.outputs.get("student_geojson", ""),
+                    r.error, r.path])
+    return buf.getvalue()
+
+
+__all__ = ["HEATMAP_CHOICES", "LoadedModel", "SlidePrediction", "check_slide", "load_deployable", "model_scores",
+           "predict_slides", "resolve_model_path"]
