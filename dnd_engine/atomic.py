@@ -38,6 +38,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_UMASK)   # mkstemp makes owner-only files; outputs get the usual mode
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)   # again: some writers (safetensors) recreate the file owner-only
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(OSError):

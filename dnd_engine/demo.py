@@ -20,6 +20,8 @@ from .progress import CancelFn, ProgressFn
 
 DEMO_EPOCHS = {"base": 40, "expert": 40, "student": 60}
 DEMO_LR = 5e-4
+DEMO_NOTE = ("DEMO MODEL, not for diagnosis: trained by `dnd demo` on synthetic slides with planted lesions "
+             "(weight-free stain_stats features); it shows the workflow, it knows nothing about real tissue.")
 
 
 def bundled_slides() -> List[Path]:
@@ -44,6 +46,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, n_slides: int = 24, size: i
     from .bags import find_bags
     from .dnd import CVSettings, preset_config, run_dnd_cv
     from .dnd.bench import markdown_table, write_tables
+    from .dnd.card import save_deployable
     from .features import ExtractConfig, extract_cohort, feature_dir_for
     from .predict import load_deployable, model_scores, predict_slides
     from .synth import make_synthetic_cohort, read_lesion_mask
@@ -86,6 +89,8 @@ def run_demo(out_dir: str | Path = "demo_output", *, n_slides: int = 24, size: i
 
     say("5/5 prediction and heatmaps: the bundled real slide and the held-out lesion slides of the deployed fold")
     lm = load_deployable(run.model_path, "cpu", with_teachers=True)
+    demo_model = out / "demo_model.safetensors"
+    save_deployable(lm.model, demo_model, {**lm.card, "demo": True, "notes": DEMO_NOTE})
     fold = run.summary["deployed_fold"]
     test_ids = {p["slide_id"] for p in run.folds[fold]["predictions"]}
     lesion = [s for s in cohort.slides if s.slide_id in test_ids and s.label_index > 0]
@@ -100,6 +105,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, n_slides: int = 24, size: i
         "patch coordinates (.h5)": out / "extraction" / "patches",
         "features (.h5 / .pt)": fdir, "D&D run (every stage, per fold)": run.out_dir,
         "base vs D&D table": run.out_dir / "table.md", "deployable model": run.model_path,
+        "demo model (labelled as such)": demo_model,
         "predictions CSV": out / "predictions" / "predictions.csv", "heatmaps (PNG + GeoJSON)": out / "predictions" / "heatmaps"})
     return res
 
@@ -129,4 +135,4 @@ def _heatmap_auc(lm, slides, bags, model_scores, read_lesion_mask) -> float:
     return float(roc_auc_score(np.concatenate(ys), np.concatenate(ss)))
 
 
-__all__ = ["DEMO_EPOCHS", "DEMO_LR", "DemoResult", "bundled_slides", "run_demo"]
+__all__ = ["DEMO_EPOCHS", "DEMO_LR", "DEMO_NOTE", "DemoResult", "bundled_slides", "run_demo"]

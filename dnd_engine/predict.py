@@ -80,6 +80,11 @@ class SlidePrediction:
     n_patches: int = 0
     error: str = ""
     outputs: Dict[str, str] = field(default_factory=dict)   # name → file
+    # for a viewer that draws the heatmap itself: patch grid and per-model scores / probabilities
+    coords: Optional[np.ndarray] = None                     # (N, 2) level-0 top-left corners
+    patch_size_level0: float = 0.0
+    scores: Dict[str, np.ndarray] = field(default_factory=dict)      # model name → (N,) raw scores
+    model_probs: Dict[str, List[float]] = field(default_factory=dict)
 
 
 def check_slide(card: Dict[str, object], slide_path: str | Path) -> None:
@@ -177,15 +182,18 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
     names = lm.class_names
     pred = names[int(np.argmax(probs))]
     sid = features_h5.stem
-    res = SlidePrediction(sid, str(slide_path), "done", pred, [float(p) for p in probs], int(bag.shape[0]))
-    if heatmaps == "none":
-        return res
     ps0 = float(attrs["patch_size_level0"])
+    res = SlidePrediction(sid, str(slide_path), "done", pred, [float(p) for p in probs], int(bag.shape[0]),
+                          coords=np.asarray(coords), patch_size_level0=ps0)
     models = {"student": (lm.model, probs, scores)}
     if heatmaps == "all":
         for name, m in lm.teachers.items():
             p, sc = model_scores(m, bag, device)
             models[name] = (m, p, sc)
+    for name, (_m, p, sc) in models.items():
+        res.scores[name], res.model_probs[name] = sc, [float(v) for v in p]
+    if heatmaps == "none":
+        return res
     hdir = ensure_dir(out / "heatmaps")
     with open_slide(slide_path) as slide:
         tissue = segment_tissue(slide, ps0 ** 2, require_tissue=False)

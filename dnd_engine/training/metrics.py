@@ -11,7 +11,7 @@ import math
 from typing import Dict, Sequence
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 
 def auc_score(y_true: Sequence[int], probs: np.ndarray) -> float:
@@ -41,11 +41,14 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray) -> Dict[str
         return {"acc": float("nan"), "balanced_acc": float("nan"), "auc": float("nan"),
                 "confusion": np.zeros((n_classes, n_classes), dtype=int).tolist(), "n": 0}
     pred = p.argmax(axis=1)
+    conf = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    support = conf.sum(axis=1)
+    present = support > 0          # balanced accuracy: mean recall over the classes present (as scikit-learn)
     return {
         "acc": float((pred == y).mean()),
-        "balanced_acc": float(balanced_accuracy_score(y, pred)),
+        "balanced_acc": float((np.diag(conf)[present] / support[present]).mean()),
         "auc": auc_score(y, p),
-        "confusion": confusion_matrix(y, pred, labels=list(range(n_classes))).tolist(),
+        "confusion": conf.tolist(),
         "n": int(len(y)),
     }
 
