@@ -19,7 +19,6 @@ import csv
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -81,7 +80,6 @@ def main(argv=None) -> int:
         cmd = ["bench", "--features", str(feats), "--labels", str(labels), "--methods", args.methods,
                "--out", str(out), "--quiet", *bench_args]
         print(f"== {name}: dnd {' '.join(cmd[1:])}", flush=True)
-        t0 = time.perf_counter()
         code = dnd(cmd)
         if code:
             return code
@@ -91,7 +89,7 @@ def main(argv=None) -> int:
             shutil.copyfile(out / f, dest / f)
         with open(dest / "command.txt", "w") as f:
             f.write("dnd " + " ".join(c if not c.startswith(str(work)) else c.replace(str(work), "<work>")
-                                      for c in cmd[0:1] + cmd[1:]) + f"\n# {time.perf_counter() - t0:.0f} s\n")
+                                      for c in cmd) + "\n")
         print(f"   table: {dest / 'table.md'}", flush=True)
     return 0
 

@@ -78,16 +78,18 @@ def dnd_config_from_args(args, method: str, model_options: dict):
     return cfg.validate()
 
 
-class _Bar:
-    def __init__(self, quiet: bool, unit: str = "bag"):
-        self.quiet, self.unit, self.bar = quiet, unit, None
+class ProgressBar:
+    """A ``progress(done, total, message)`` callback drawing one tqdm bar (nothing when ``quiet``)."""
+
+    def __init__(self, quiet: bool, unit: str = "bag", desc: str = "D&D"):
+        self.quiet, self.unit, self.desc, self.bar = quiet, unit, desc, None
 
     def __call__(self, done: int, total: int, msg: str) -> None:
         if self.quiet:
             return
         from tqdm import tqdm
         if self.bar is None:
-            self.bar = tqdm(total=total, desc="D&D", unit=self.unit, dynamic_ncols=True, mininterval=0.5)
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, dynamic_ncols=True, mininterval=0.5)
         if total != self.bar.total:
             self.bar.total = total
         if done > self.bar.n:
@@ -100,20 +102,23 @@ class _Bar:
             self.bar = None
 
 
+def _cv_settings(args):
+    from ..dnd import CVSettings
+    return CVSettings(folds=args.folds, val_frac=args.val_frac, split_seed=args.seed, splits_dir=args.splits)
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
 def run_train_dnd(args, method: str, model_options: dict) -> int:
-    from ..dnd import CVSettings, run_dnd_cv
+    from ..dnd import run_dnd_cv
     cfg = dnd_config_from_args(args, method, model_options)
     out = Path(args.out) if args.out else Path("runs") / f"dnd-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     try:
-        res = run_dnd_cv(args.features, args.labels, out,
-                         cfg, CVSettings(folds=args.folds, val_frac=args.val_frac, split_seed=args.seed,
-                                         splits_dir=args.splits),
-                         progress=bar, log=None if args.quiet else _say)
+        res = run_dnd_cv(args.features, args.labels, out, cfg, _cv_settings(args), progress=bar,
+                         log=None if args.quiet else _say)
     finally:
         bar.close()
     print(format_dnd_table(res))
@@ -123,6 +128,7 @@ def run_train_dnd(args, method: str, model_options: dict) -> int:
 
 
 def format_dnd_table(res) -> str:
+    from .train_cmd import _mean_std_text
     def f(v):
         return "  -  " if v is None else f"{v:.3f}"
     lines = ["fold  n_test  base_acc  dnd_acc  base_auc  dnd_auc  clusters"]
@@ -130,10 +136,7 @@ def format_dnd_table(res) -> str:
         lines.append(f"{r['fold']:>4}  {r['n_test']:>6}  {f(r.get('base_test_acc')):>8}  {f(r.get('dnd_test_acc')):>7}"
                      f"  {f(r.get('base_test_auc')):>8}  {f(r.get('dnd_test_auc')):>7}  {r.get('cluster_sizes')}")
     s = res.summary
-
-    def ms(k):
-        m, sd = s[k]["mean"], s[k]["std"]
-        return "-" if m != m else f"{m:.3f}±{sd:.3f}"
+    ms = _mean_std_text(s)
     lines.append(f"mean±std      {ms('base_test_acc')}  {ms('dnd_test_acc')}  {ms('base_test_auc')}  "
                  f"{ms('dnd_test_auc')}")
     for k in ("acc", "auc"):
@@ -174,7 +177,7 @@ def add_bench(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from ..dnd import CVSettings, parse_methods, run_bench
+    from ..dnd import parse_methods, run_bench
     from ..dnd.bench import markdown_table
     from .train_cmd import _parse_options
     methods = parse_methods(args.methods)
@@ -182,12 +185,10 @@ def cmd_bench(args) -> int:
     for m in methods:          # settle every option before hours of training
         dnd_config_from_args(args, m, opts)
     out = Path(args.out) if args.out else Path("runs") / f"bench-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     try:
         rows = run_bench(args.features, args.labels, out, methods, lambda m: dnd_config_from_args(args, m, opts),
-                         CVSettings(folds=args.folds, val_frac=args.val_frac, split_seed=args.seed,
-                                    splits_dir=args.splits),
-                         progress=bar, log=None if args.quiet else _say)
+                         _cv_settings(args), progress=bar, log=None if args.quiet else _say)
     finally:
         bar.close()
     print(markdown_table(rows))
@@ -221,7 +222,7 @@ def cmd_predict(args) -> int:
     from ..features.extract import find_slides
     from ..predict import predict_slides
     slides = [s for x in args.slides for s in find_slides(x)]
-    bar = _Bar(args.quiet, unit="patch")
+    bar = ProgressBar(args.quiet, unit="patch")
     try:
         res = predict_slides(args.model, slides, args.out, weights=args.weights, extractor=args.extractor,
                              heatmaps=args.heatmaps, colormap=args.colormap, device=args.device,

@@ -84,25 +84,12 @@ def cmd_train(args) -> int:
     cfg = CVConfig(model=name, model_options=opts, folds=args.folds, val_frac=args.val_frac,
                    split_seed=args.seed, splits_dir=args.splits, train=tcfg)
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    bar = None
-
-    def progress(done, total, msg):
-        nonlocal bar
-        if args.quiet:
-            return
-        from tqdm import tqdm
-        if bar is None:
-            bar = tqdm(total=total, desc="training", unit="bag", dynamic_ncols=True, mininterval=0.5)
-        if done > bar.n:
-            bar.update(done - bar.n)
-        if msg != bar.postfix:
-            bar.set_postfix_str(msg.strip()[:40], refresh=False)
-
+    from .dnd_cmds import ProgressBar
+    bar = ProgressBar(args.quiet, desc="training")
     try:
-        res = run_cross_validation(args.features, args.labels, out, cfg, progress=progress)
+        res = run_cross_validation(args.features, args.labels, out, cfg, progress=bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     print(format_table(res))
     print(f"run folder: {res.out_dir}")
     return 0
@@ -115,10 +102,14 @@ def format_table(res) -> str:
     for r in res.folds:
         lines.append(f"{r['fold']:>4}  {r['n_test']:>6}  {f(r.get('test_acc')):>8}  {f(r.get('test_balanced_acc')):>12}"
                      f"  {f(r.get('test_auc')):>8}  {f(r.get('val_acc')):>7}  {r['best_epoch']:>10}")
-    s = res.summary
-
-    def ms(k):
-        m, sd = s[k]["mean"], s[k]["std"]
-        return "-" if m != m else f"{m:.3f}±{sd:.3f}"
+    ms = _mean_std_text(res.summary)
     lines.append(f"mean±std      {ms('test_acc'):>12}  {ms('test_balanced_acc'):>10}  {ms('test_auc'):>10}")
     return "\n".join(lines)
+
+
+def _mean_std_text(summary):
+    """``key → "mean±std"`` for a run summary ({key: {"mean", "std"}}); "-" where undefined."""
+    def ms(k):
+        m, sd = summary[k]["mean"], summary[k]["std"]
+        return "-" if m != m else f"{m:.3f}±{sd:.3f}"
+    return ms
