@@ -60,6 +60,26 @@ def stage(name: str, work: Path) -> tuple[Path, Path]:
     return folder / "bags", labels
 
 
+def summary_table(results: Path) -> str:
+    """One Markdown table (dataset × method) from the per-dataset ``table.csv`` files, in percent."""
+    from dnd_engine.dnd.bench import _p, _pm, _signed
+    lines = ["| data set | method | ACC base | ACC +D&D | ΔACC (p) | AUC base | AUC +D&D | ΔAUC (p) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in DATASETS:
+        path = results / name / "table.csv"
+        if not path.is_file():
+            continue
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                v = {k: float(x) if k not in ("method",) else x for k, x in r.items()}
+                lines.append(f"| {name} | {r['method']} | {_pm(v['base_acc_mean'], v['base_acc_std'])} | "
+                             f"{_pm(v['dnd_acc_mean'], v['dnd_acc_std'])} | {_signed(v['diff_acc_mean'])} "
+                             f"({_p(v['diff_acc_p'])}) | {_pm(v['base_auc_mean'], v['base_auc_std'])} | "
+                             f"{_pm(v['dnd_auc_mean'], v['dnd_auc_std'])} | {_signed(v['diff_auc_mean'])} "
+                             f"({_p(v['diff_auc_p'])}) |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
@@ -68,7 +88,12 @@ def main(argv=None) -> int:
                                            / "dnd-studio" / "dnd_bench"),
                     help="where bags and runs go (default: ~/.cache/dnd-studio/dnd_bench)")
     ap.add_argument("--results", default=str(HERE / "results" / "dnd_bench"))
+    ap.add_argument("--summary", action="store_true",
+                    help="print one Markdown table of every finished dataset's results and exit")
     args, bench_args = ap.parse_known_args(argv)
+    if args.summary:
+        print(summary_table(Path(args.results)))
+        return 0
     if not SHARED.is_dir():
         print(f"shared data not found at {SHARED}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ import torch
 from .atomic import ensure_dir, write_text_atomic
 from .bags import load_bag
 from .device import resolve_device
-from .errors import DnDError
+from .errors import Cancelled, DnDError
 from .models import MILModel
 from .models.io import load_model
 from .progress import CancelFn, ProgressFn, check_cancelled, no_progress
@@ -108,6 +108,24 @@ def _extract_config(card: Dict[str, object], weights: Optional[str], device: str
                          patch_size=int(card.get("patch_size") or 256), device=device)
 
 
+def prepare_extractor(lm: LoadedModel, *, weights: Optional[str] = None, device="cpu",
+                      extractor: Optional[str] = None, log=None):
+    """(extract config, built extractor) for ``lm``, after checking its card: the extractor is named, its weights
+    are on this machine and its feature dimension is the model's. Raises a one-line :class:`DnDError` otherwise,
+    so a caller (``predict_slides``, the app when a model is loaded) refuses a model before any slide is read."""
+    from .features import build_extractor
+    card = lm.card
+    cfg = _extract_config(card, weights, str(device), extractor)
+    enc = build_extractor(cfg.extractor, cfg.weights, device=device, precision=cfg.precision)  # weights missing → says so
+    want = card.get("feature_dim") or getattr(lm.model, "in_dim", None)
+    if want and int(want) != enc.dim:
+        raise DnDError(f"the model expects {int(want)}-d features but '{enc.name}' gives {enc.dim}-d")
+    if card.get("weights_sha256") and enc.weights_sha256() and card["weights_sha256"] != enc.weights_sha256():
+        (log or (lambda m: None))("warning: the extractor weights differ from those the model was trained with "
+                                  "(sha256 mismatch)")
+    return cfg, enc
+
+
 def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path], out_dir: str | Path, *,
                    weights: Optional[str] = None, extractor: Optional[str] = None, heatmaps: str = "student",
                    colormap: str = "jet", device: str = "auto", progress: ProgressFn = no_progress,
@@ -118,19 +136,14 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     Writes ``out_dir/predictions.csv``, features under ``out_dir/extraction`` and, per slide,
     ``out_dir/heatmaps/<slide>_<model>_heatmap.png`` / ``.geojson``.
     """
-    from .features import build_extractor, extract_cohort
+    from .features import extract_cohort
     say = log or (lambda m: None)
     if heatmaps not in HEATMAP_CHOICES:
         raise DnDError(f"heatmaps must be one of {', '.join(HEATMAP_CHOICES)}")
     dev = resolve_device(device)
     lm = model if isinstance(model, LoadedModel) else load_deployable(model, dev, with_teachers=heatmaps == "all")
     card = lm.card
-    cfg = _extract_config(card, weights, str(dev), extractor)
-    enc = build_extractor(cfg.extractor, cfg.weights, device=dev, precision=cfg.precision)  # weights missing → says so
-    if card.get("feature_dim") and int(card["feature_dim"]) != enc.dim:
-        raise DnDError(f"the model expects {card['feature_dim']}-d features but '{enc.name}' gives {enc.dim}-d")
-    if card.get("weights_sha256") and enc.weights_sha256() and card["weights_sha256"] != enc.weights_sha256():
-        say("warning: the extractor weights differ from those the model was trained with (sha256 mismatch)")
+    cfg, enc = prepare_extractor(lm, weights=weights, device=dev, extractor=extractor, log=say)
     out = ensure_dir(out_dir)
     results: List[SlidePrediction] = []
     for k, s in enumerate(slides):
@@ -146,6 +159,8 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
             results.append(_classify(lm, sp, Path(r.features_h5), out, heatmaps, colormap, dev))
             p = results[-1]
             say(f"{p.slide_id}: {p.predicted} ({max(p.probs):.3f}) from {p.n_patches} patches")
+        except Cancelled:
+            raise                       # the caller stops; a cancelled slide is not a failed one
         except DnDError as e:
             from .slides.slide import slide_id
             results.append(SlidePrediction(slide_id(sp), str(sp), "failed", error=str(e)))
@@ -223,4 +238,4 @@ def predictions_csv(results: Sequence[SlidePrediction], class_names: List[str]) 
 
 
 __all__ = ["HEATMAP_CHOICES", "LoadedModel", "SlidePrediction", "check_slide", "load_deployable", "model_scores",
-           "predict_slides", "resolve_model_path"]
+           "predict_slides", "prepare_extractor", "resolve_model_path"]

@@ -1,7 +1,8 @@
 """Start the desktop app: the ``dnd-studio`` entry point and ``python -m dnd_gui``.
 
-``--screenshot PATH`` renders the window to a PNG once the slide given on the command line has loaded (or
-failed) and exits, so the app can be checked on machines without a display (``QT_QPA_PLATFORM=offscreen``).
+``--screenshot PATH`` renders the window to a PNG once the first slide given on the command line has loaded (or
+failed) — and, with ``--classify``, once its classification has ended — then exits, so the app can be checked on
+machines without a display (``QT_QPA_PLATFORM=offscreen``).
 """
 
 from __future__ import annotations
@@ -15,22 +16,36 @@ from PySide6.QtWidgets import QApplication
 
 from dnd_engine import __version__
 
+from .background import favour_the_ui_thread
+from .classification import DEMO_MODEL
 from .main_window import APP_TITLE, MainWindow
+from .settings import THEMES
 
-SCREENSHOT_TIMEOUT_MS = 120_000
+SCREENSHOT_TIMEOUT_MS = 300_000
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="dnd-studio", description=f"{APP_TITLE}: whole-slide image classification.")
-    parser.add_argument("slide", nargs="?", help="a slide file to open at start")
+    parser = argparse.ArgumentParser(
+        prog="dnd-studio", description=f"{APP_TITLE}: whole-slide image viewer and MIL classification. Drop slides "
+        "on the window to classify them with the loaded model (the bundled demo model by default).")
+    parser.add_argument("slides", nargs="*", metavar="SLIDE", help="slide files to open at start (the first is shown)")
+    parser.add_argument("--model", metavar="PATH",
+                        help="a D&D model file (.safetensors) or run folder to classify with "
+                             f"(default: the bundled demo model, {DEMO_MODEL.name})")
+    parser.add_argument("--no-model", action="store_true", help="start without loading any model")
+    parser.add_argument("--classify", action="store_true", help="classify the slides given on the command line")
+    parser.add_argument("--theme", choices=THEMES, help="light or dark (default: the last one used; dark at first)")
     parser.add_argument("--screenshot", metavar="PATH",
-                        help="save a PNG of the window once the slide has loaded, then exit (0 if it loaded)")
+                        help="save a PNG of the window once the slide has loaded (and been classified, with "
+                             "--classify), then exit (0 if it loaded)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
 
-def _arm_screenshot(app: QApplication, window: MainWindow, path: Path, wait_for_slide: bool) -> None:
+def _arm_screenshot(app: QApplication, window: MainWindow, path: Path, wait_for_slide: bool,
+                    wait_for_job: bool) -> None:
     done = False
+    state = {"loaded": False, "job": not wait_for_job}
 
     def finish(code: int, message: str = "") -> None:
         nonlocal done
@@ -45,9 +60,25 @@ def _arm_screenshot(app: QApplication, window: MainWindow, path: Path, wait_for_
         window.shutdown()
         app.exit(code)
 
+    def maybe_finish() -> None:
+        if state["loaded"] and state["job"]:
+            # the view waits for its tiles so the picture is sharp
+            if window.view.is_fully_loaded():
+                QTimer.singleShot(150, lambda: finish(0))
+            else:
+                window.view.fully_painted.connect(lambda: QTimer.singleShot(150, lambda: finish(0)))
+
+    def on_loaded(_path: str) -> None:
+        state["loaded"] = True
+        maybe_finish()
+
+    def on_job(_job) -> None:
+        state["job"] = True
+        maybe_finish()
+
     if wait_for_slide:
-        # A short delay lets the fit-to-window and dock layout settle before grabbing.
-        window.slide_loaded.connect(lambda _path: QTimer.singleShot(100, lambda: finish(0)))
+        window.slide_loaded.connect(on_loaded)
+        window.job_finished.connect(on_job)
         window.slide_failed.connect(lambda msg: QTimer.singleShot(100, lambda: finish(1, msg)))
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, lambda: finish(2, "timed out waiting for the slide to load"))
     else:
@@ -56,17 +87,24 @@ def _arm_screenshot(app: QApplication, window: MainWindow, path: Path, wait_for_
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else list(argv))
+    favour_the_ui_thread()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv and sys.argv[0] else "dnd-studio"])
     app.setApplicationName(APP_TITLE)
     app.setOrganizationName(APP_TITLE)
     app.setApplicationVersion(__version__)
 
-    window = MainWindow()
+    model = None if args.no_model else (args.model or (DEMO_MODEL if DEMO_MODEL.is_file() else None))
+    window = MainWindow(model=model, theme=args.theme)
     window.show()
     if args.screenshot:
-        _arm_screenshot(app, window, Path(args.screenshot), wait_for_slide=bool(args.slide))
-    if args.slide:
-        window.open_slide(args.slide)
+        _arm_screenshot(app, window, Path(args.screenshot), wait_for_slide=bool(args.slides),
+                        wait_for_job=bool(args.classify and args.slides and model is not None))
+    if args.slides:
+        window.open_slide(args.slides[0])
+        for extra in args.slides[1:]:
+            window.add_slide_record(str(Path(extra).resolve()))
+        if args.classify:
+            window.classify(args.slides)
     return int(app.exec())
 
 

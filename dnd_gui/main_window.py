@@ -1,24 +1,44 @@
-"""The main window: menus, drag-and-drop, the slide view and the properties dock.
+"""The main window: project panel, viewer, inspector, jobs and predictions, menus and status bar, wired together.
 
-Slides are opened through :meth:`MainWindow.open_slide` (menu, drops, command line and tests alike); the
-reading happens on a worker (:mod:`.slide_loader`), and a file that fails leaves the current slide on screen.
+Every way in — menus, drops, the command line, tests — goes through the same few methods: :meth:`open_slide`,
+:meth:`classify`, :meth:`load_model`, :meth:`handle_dropped_files`. Slow work (opening a slide, decoding tiles,
+loading a model, classifying, exporting) runs on worker threads; the window only shows outcomes, and every
+failure becomes a one-line message in the status bar and a non-modal box, never an exception.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Sequence
 
-from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox, QWidget
+from PySide6.QtCore import QMimeData, QPointF, QRectF, QSettings, QStandardPaths, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPen
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QGraphicsRectItem, QMainWindow, QMessageBox,
+                               QWidget)
 
 from dnd_engine.slides import SLIDE_EXTENSIONS, Slide, is_slide_path
 
+from .classification import (DEMO_MODEL, ClassifiedSlide, ModelLoader, ReadyModel, classify_job, labels_near,
+                             read_labels_csv)
+from .exports import heatmap_geojson_job, heatmap_png_job
+from .inspector import Inspector, model_label
+from .jobs import Job, JobQueue, JobState
+from .jobs_panel import JobsPanel
+from .predictions_view import PredictionsView
+from .settings import AppSettings
+from .slide_list import SlideListPanel
 from .slide_loader import LoadedSlide, SlideLoader
-from .slide_properties import SlidePropertiesPanel, summary_line
-from .slide_view import EMPTY_MESSAGE, SlideView
+from .slide_properties import summary_line
+from .status_bar import ViewerStatus
+from .theme import apply_theme
+from .viewer import EMPTY_MESSAGE, MAGNIFICATION_PRESETS, SlideViewer
+from .viewer.heatmap_layer import HeatmapLayer, HeatmapStyle
 
 APP_TITLE = "D&D Studio"
+MODEL_SUFFIXES = (".safetensors",)
+_DEFAULT = object()
 
 
 def slide_file_filter() -> str:
@@ -26,127 +46,327 @@ def slide_file_filter() -> str:
     return f"Slides ({patterns});;All files (*)"
 
 
-def dropped_file(mime: QMimeData) -> str | None:
-    """The local file a drop should open: the first slide-like one, else the first file (to explain why not)."""
+def dropped_files(mime: QMimeData) -> list[str]:
+    """The local files (and folders) of a drop, in order; remote URLs are ignored."""
     if not mime.hasUrls():
-        return None
-    files = [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
-    if not files:
-        return None
-    return next((f for f in files if is_slide_path(f)), files[0])
+        return []
+    return [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
+
+
+def is_model_path(path: str) -> bool:
+    p = Path(path)
+    return (p.is_file() and p.suffix.lower() in MODEL_SUFFIXES) or (p.is_dir() and (p / "model.safetensors").is_file())
+
+
+def default_output_root() -> Path:
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base or Path.home() / ".dnd-studio") / "predictions"
+
+
+@dataclass
+class SlideRecord:
+    """What the session knows about one slide."""
+
+    path: str
+    prediction: object = None           # dnd_engine.predict.SlidePrediction
+    class_names: list = field(default_factory=list)
+    model_name: str = ""
+    demo: bool = False
+    heatmap_model: str = "student"
+    tissue: object = None               # bool mask over the whole slide (np.ndarray) or None
+    job: Optional[Job] = None
 
 
 class MainWindow(QMainWindow):
-    """One slide at a time. ``slide_loaded``/``slide_failed`` fire after the window has shown the outcome."""
+    slide_loaded = Signal(str)          # path, after the viewer shows it
+    slide_failed = Signal(str)          # one-line message (also kept in ``last_error``)
+    model_ready = Signal(object)        # ReadyModel
+    model_failed = Signal(str)          # one-line message
+    prediction_shown = Signal(str)      # path whose prediction (and heatmap) the inspector now shows
+    job_finished = Signal(object)       # Job
 
-    slide_loaded = Signal(str)  # path
-    slide_failed = Signal(str)  # one-line message (also kept in ``last_error``)
-
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: Optional[QWidget] = None, *, settings: Optional[QSettings] = None,
+                 output_root: Optional[Path] = None, model=_DEFAULT, theme: Optional[str] = None):
         super().__init__(parent)
-        self.slide: Slide | None = None
-        self.slide_info: dict | None = None
-        self.last_error: str = ""
-        self.last_load_thread_id: int | None = None
-        self.error_box: QMessageBox | None = None
-        self._last_dir = ""
+        self.settings = AppSettings(settings)
+        self.output_root = Path(output_root) if output_root else default_output_root()
+        self.slide: Optional[Slide] = None
+        self.slide_info: Optional[dict] = None
+        self.current_path: Optional[str] = None
+        self.last_error = ""
+        self.last_load_thread_id: Optional[int] = None
+        self.error_box: Optional[QMessageBox] = None
+        self.model: Optional[ReadyModel] = None
+        self.records: dict[str, SlideRecord] = {}
+        self.heatmap_layer: Optional[HeatmapLayer] = None
+        self.heatmap_style = HeatmapStyle()
+        self._patch_marker: Optional[QGraphicsRectItem] = None
+        self._waiting_for_model: list[str] = []
+        self.classify_on_drop = True
 
-        self.view = SlideView(self)
+        self.view = SlideViewer(self)
         self.setCentralWidget(self.view)
+        self.inspector = Inspector()
+        self.properties = self.inspector.properties
+        self.project = SlideListPanel()
+        self.jobs = JobQueue(self)
+        self.jobs_panel = JobsPanel(self.jobs)
+        self.predictions = PredictionsView()
 
-        self.properties = SlidePropertiesPanel()
-        self.properties_dock = QDockWidget("Slide properties", self)
-        self.properties_dock.setObjectName("slidePropertiesDock")
-        self.properties_dock.setWidget(self.properties)
-        self.properties_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable
-                                         | QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.properties_dock)
+        self.project_dock = self._dock("Project", "projectDock", self.project, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.inspector_dock = self._dock("Inspector", "inspectorDock", self.inspector,
+                                         Qt.DockWidgetArea.RightDockWidgetArea)
+        self.jobs_dock = self._dock("Jobs", "jobsDock", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.predictions_dock = self._dock("Predictions", "predictionsDock", self.predictions,
+                                           Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.jobs_dock, self.predictions_dock)
+        self.jobs_dock.raise_()
 
         self._loader = SlideLoader(self)
         self._loader.loaded.connect(self._on_loaded)
         self._loader.failed.connect(self._on_failed)
+        self._model_loader = ModelLoader(self)
+        self._model_loader.loaded.connect(self._on_model_loaded)
+        self._model_loader.failed.connect(self._on_model_failed)
 
+        self.status = ViewerStatus(self.statusBar())
         self._build_menus()
+        self._connect()
         self.setAcceptDrops(True)
         self.setWindowTitle(APP_TITLE)
-        self.resize(1280, 800)
-        self.resizeDocks([self.properties_dock], [360], Qt.Orientation.Horizontal)
-        self.statusBar().showMessage("Open a slide with File \u25b8 Open Slide\u2026 or drop one on the window")
+        self.resize(1440, 900)
+        self.resizeDocks([self.project_dock, self.inspector_dock], [250, 360], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.jobs_dock], [190], Qt.Orientation.Vertical)
+        geometry, state = self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        self.set_theme(theme or self.settings.theme(), remember=False)
+        self.statusBar().showMessage("Open a slide with File \u25b8 Open Slide\u2026, or drop slides on the window "
+                                     "to classify them")
+        if model is _DEFAULT:
+            model = DEMO_MODEL if DEMO_MODEL.is_file() else None
+        if model is not None:
+            self.load_model(model)
+        else:
+            self.project.model_box.show_none()
 
-    # --- menus -----------------------------------------------------------------------------------------
-    def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        self.open_action = self._action("&Open Slide\u2026", QKeySequence.StandardKey.Open, self.choose_slide)
-        quit_action = self._action("&Quit", QKeySequence("Ctrl+Q"), self.close)
-        quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        file_menu.addAction(self.open_action)
-        file_menu.addSeparator()
-        file_menu.addAction(quit_action)
+    # --- construction ------------------------------------------------------------------------------------
+    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable
+                         | QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
 
-        view_menu = self.menuBar().addMenu("&View")
-        view_menu.addAction(self._action("&Fit to Window", QKeySequence("Ctrl+0"), self.view.fit_to_window))
-        view_menu.addAction(self._action("Zoom &In", QKeySequence.StandardKey.ZoomIn, self.view.zoom_in))
-        view_menu.addAction(self._action("Zoom &Out", QKeySequence.StandardKey.ZoomOut, self.view.zoom_out))
-        view_menu.addSeparator()
-        view_menu.addAction(self.properties_dock.toggleViewAction())
-
-    def _action(self, text: str, shortcut, slot) -> QAction:
+    def _action(self, text: str, slot, shortcut=None, checkable: bool = False, tip: str = "") -> QAction:
         action = QAction(text, self)
-        action.setShortcut(shortcut)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.setCheckable(checkable)
+        if tip:
+            action.setStatusTip(tip)
         action.triggered.connect(slot)
         self.addAction(action)  # shortcuts work even with the menu bar hidden
         return action
 
+    def _build_menus(self) -> None:
+        SK = QKeySequence.StandardKey
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_action = self._action("&Open Slide\u2026", self.choose_slide, SK.Open)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.classify_action = self._action("&Classify Slides\u2026", self.choose_and_classify, QKeySequence("Ctrl+K"),
+                                            tip="Choose slides and classify them with the loaded model")
+        self.classify_current_action = self._action("Classify &Current Slide", self.classify_current,
+                                                    QKeySequence("Ctrl+Shift+K"))
+        self.load_model_action = self._action("Load &Model\u2026", self.choose_model, QKeySequence("Ctrl+M"))
+        self.load_labels_action = self._action("Load &Labels CSV\u2026", self.choose_labels)
+        self.export_png_action = self._action("Export Heatmap as &PNG\u2026", self.choose_export_png,
+                                              QKeySequence("Ctrl+E"))
+        self.export_geojson_action = self._action("Export Heatmap as &GeoJSON\u2026", self.choose_export_geojson,
+                                                  QKeySequence("Ctrl+Shift+E"))
+        self.export_csv_action = self._action("Export Predictions &CSV\u2026", self.choose_export_csv)
+        self.close_action = self._action("Close Slide", self.close_slide, SK.Close)
+        quit_action = self._action("&Quit", self.close, QKeySequence("Ctrl+Q"))
+        quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        for item in (self.open_action, None, self.classify_action, self.classify_current_action,
+                     self.load_model_action, self.load_labels_action, None, self.export_png_action,
+                     self.export_geojson_action, self.export_csv_action, None, self.close_action, quit_action):
+            if item is None:
+                file_menu.addSeparator()
+            else:
+                file_menu.addAction(item)
+        file_menu.insertMenu(self.classify_action, self.recent_menu)
+        self._refresh_recent_menu()
+
+        view_menu = self.menuBar().addMenu("&View")
+        self.fit_action = self._action("&Fit to Window", self.view.fit_to_window, QKeySequence("Ctrl+0"))
+        view_menu.addAction(self._action("Zoom &In", self.view.zoom_in, SK.ZoomIn))
+        view_menu.addAction(self._action("Zoom &Out", self.view.zoom_out, SK.ZoomOut))
+        view_menu.addAction(self.fit_action)
+        mag_menu = view_menu.addMenu("&Magnification")
+        self.magnification_actions: dict[int, QAction] = {}
+        for i, mag in enumerate(MAGNIFICATION_PRESETS, 1):
+            action = self._action(f"{mag}\u00d7", lambda _=False, m=mag: self.view.set_magnification(m),
+                                  QKeySequence(f"Ctrl+{i}"))
+            mag_menu.addAction(action)
+            self.magnification_actions[mag] = action
+        view_menu.addSeparator()
+        self.show_heatmap_action = self._action("Show &Heatmap", self.toggle_heatmap, QKeySequence("H"), True)
+        self.show_heatmap_action.setChecked(True)
+        self.minimap_action = self._action("Over&view", self.toggle_minimap, checkable=True)
+        self.minimap_action.setChecked(self.settings.flag("view/minimap", True))
+        self.scale_bar_action = self._action("&Scale Bar", self.toggle_scale_bar, checkable=True)
+        self.scale_bar_action.setChecked(self.settings.flag("view/scale_bar", True))
+        for a in (self.show_heatmap_action, self.minimap_action, self.scale_bar_action):
+            view_menu.addAction(a)
+        view_menu.addSeparator()
+        theme_menu = view_menu.addMenu("&Theme")
+        group = QActionGroup(self)
+        self.theme_actions = {}
+        for theme in ("light", "dark"):
+            a = self._action(theme.title(), lambda _=False, t=theme: self.set_theme(t), checkable=True)
+            group.addAction(a)
+            theme_menu.addAction(a)
+            self.theme_actions[theme] = a
+        view_menu.addSeparator()
+        for dock in (self.project_dock, self.inspector_dock, self.jobs_dock, self.predictions_dock):
+            view_menu.addAction(dock.toggleViewAction())
+
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self._action("About the &Model", self.about_model))
+        about = self._action(f"&About {APP_TITLE}", self.about)
+        about.setMenuRole(QAction.MenuRole.AboutRole)
+        help_menu.addAction(about)
+        self.toggle_minimap(self.minimap_action.isChecked())
+        self.toggle_scale_bar(self.scale_bar_action.isChecked())
+        self._refresh_actions()
+
+    def _connect(self) -> None:
+        self.view.view_changed.connect(self._refresh_view_status)
+        self.view.cursor_moved.connect(self._on_cursor)
+        self.view.tile_error.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
+        self.project.slide_activated.connect(self._activate_slide)
+        self.project.model_box.load_requested.connect(self.choose_model)
+        self.predictions.slide_selected.connect(self._activate_slide)
+        self.predictions.export_button.clicked.connect(self.choose_export_csv)
+        h = self.inspector.heatmap
+        h.style_changed.connect(self.set_heatmap_style)
+        h.model_changed.connect(self.set_heatmap_model)
+        h.export_png.connect(self.choose_export_png)
+        h.export_geojson.connect(self.choose_export_geojson)
+        self.inspector.gallery.patch_clicked.connect(self.centre_on_patch)
+        self.jobs.job_finished.connect(self._on_job_finished)
+
+    # --- messages ----------------------------------------------------------------------------------------
+    def _show_error(self, title: str, message: str, heading: str = "") -> None:
+        """A non-modal warning, reused for each failure, so errors never block the window or pile up."""
+        self.last_error = message
+        self.statusBar().showMessage(f"{heading or title}: {message}")
+        if self.error_box is None:
+            box = QMessageBox(QMessageBox.Icon.Warning, title, "", QMessageBox.StandardButton.Ok, self)
+            box.setWindowModality(Qt.WindowModality.NonModal)
+            self.error_box = box
+        self.error_box.setWindowTitle(title)
+        self.error_box.setText(heading or title)
+        self.error_box.setInformativeText(message)
+        self.error_box.show()
+        self.error_box.raise_()
+
+    # --- slides ------------------------------------------------------------------------------------------
     def choose_slide(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open Slide", self._last_dir, slide_file_filter())
+        path, _ = QFileDialog.getOpenFileName(self, "Open Slide", self.settings.last_dir("slides"),
+                                              slide_file_filter())
         if path:
-            self._last_dir = str(Path(path).parent)
+            self.settings.set_last_dir("slides", path)
             self.open_slide(path)
 
-    # --- opening ---------------------------------------------------------------------------------------
     def open_slide(self, path: str) -> None:
         """Start opening ``path`` in the background; the outcome arrives as ``slide_loaded``/``slide_failed``."""
-        path = str(path)
+        path = os.path.abspath(str(path))
         self.statusBar().showMessage(f"Opening {Path(path).name}\u2026")
-        if self.slide is None:
+        if not self.view.has_slide():
             self.view.set_message(f"Opening {Path(path).name}\u2026")
         self._loader.load(path)
 
     def _on_loaded(self, result: LoadedSlide) -> None:
         previous, self.slide = self.slide, result.slide
         self.slide_info = result.info
+        self.current_path = result.path
         self.last_error = ""
         self.last_load_thread_id = result.thread_id
-        self.view.set_slide_image(result.thumbnail, result.info["dimensions"])
+        self._remove_heatmap()
+        self.view.set_slide(result.path, result.info, result.thumbnail)
         self.properties.show_info(result.info)
         self.setWindowTitle(f"{Path(result.path).name} \u2014 {APP_TITLE}")
         self.statusBar().showMessage(summary_line(result.info))
+        self.settings.add_recent(result.path)
+        self._refresh_recent_menu()
+        self.add_slide_record(result.path)
+        self.project.select(result.path)
+        self.predictions.select_path(result.path)
         if previous is not None and previous is not result.slide:
             previous.close()
+        self._show_current_prediction()
+        self._refresh_view_status()
+        self._refresh_actions()
         self.slide_loaded.emit(result.path)
 
     def _on_failed(self, path: str, message: str) -> None:
-        self.last_error = message
-        if self.slide is None:
+        if not self.view.has_slide():
             self.view.set_message(EMPTY_MESSAGE)
-        self.statusBar().showMessage(f"Could not open slide: {message}")
-        self._show_error(message)
+        self._show_error("Cannot open slide", message, "The slide could not be opened")
         self.slide_failed.emit(message)
 
-    def _show_error(self, message: str) -> None:
-        """A non-modal warning, reused for each failure, so errors never block the window or pile up."""
-        if self.error_box is None:
-            box = QMessageBox(QMessageBox.Icon.Warning, "Cannot open slide", "The slide could not be opened.",
-                              QMessageBox.StandardButton.Ok, self)
-            box.setWindowModality(Qt.WindowModality.NonModal)
-            self.error_box = box
-        self.error_box.setInformativeText(message)
-        self.error_box.show()
-        self.error_box.raise_()
+    def close_slide(self) -> None:
+        self._remove_heatmap()
+        self.view.clear_slide()
+        if self.slide is not None:
+            self.slide.close()
+        self.slide, self.slide_info, self.current_path = None, None, None
+        self.properties.clear_info()
+        self.inspector.prediction.show_none()
+        self.inspector.heatmap.set_models([])
+        self.inspector.gallery.clear()
+        self.setWindowTitle(APP_TITLE)
+        self._refresh_view_status()
+        self._refresh_actions()
 
-    # --- drag and drop ---------------------------------------------------------------------------------
+    def add_slide_record(self, path: str) -> SlideRecord:
+        """The session's record of ``path`` (an absolute path), listed in the project panel from now on."""
+        if path not in self.records:
+            self.records[path] = SlideRecord(path)
+            self.project.add_slide(path)
+        return self.records[path]
+
+    def _activate_slide(self, path: str) -> None:
+        if path != self.current_path:
+            self.open_slide(path)
+
+    def _refresh_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.settings.recent_files()
+        for i, path in enumerate(recent):
+            action = self.recent_menu.addAction(f"&{(i + 1) % 10} {Path(path).name}")
+            action.setToolTip(path)
+            action.setData(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_slide(p))
+        if recent:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear List", self._clear_recent)
+        self.recent_menu.setEnabled(bool(recent))
+
+    def _clear_recent(self) -> None:
+        self.settings.clear_recent()
+        self._refresh_recent_menu()
+
+    # --- drag and drop -----------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
-        if dropped_file(event.mimeData()) is not None:
+        if dropped_files(event.mimeData()):
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -155,21 +375,439 @@ class MainWindow(QMainWindow):
         self.dragEnterEvent(event)
 
     def dropEvent(self, event) -> None:
-        path = dropped_file(event.mimeData())
-        if path is None:
+        files = dropped_files(event.mimeData())
+        if not files:
             event.ignore()
             return
         event.acceptProposedAction()
-        self.open_slide(path)
+        self.handle_dropped_files(files)
 
-    # --- shutdown --------------------------------------------------------------------------------------
+    def handle_dropped_files(self, files: Sequence[str]) -> None:
+        """Route dropped paths by kind: a model is loaded, slides are opened (the first) and classified, anything
+        else is explained."""
+        files = [os.path.abspath(f) for f in files]
+        models = [f for f in files if is_model_path(f)]
+        slides = [f for f in files if f not in models and is_slide_path(f) and not Path(f).is_dir()]
+        others = [f for f in files if f not in models and f not in slides]
+        if models:
+            self.load_model(models[0])
+        if others:
+            names = ", ".join(Path(f).name for f in others[:3]) + (" \u2026" if len(others) > 3 else "")
+            kinds = ", ".join(sorted({e for e in SLIDE_EXTENSIONS if not e.startswith(".ome")}))
+            self._show_error("Not a slide", f"{names}: not a slide file (slides end in {kinds})",
+                             f"{len(others)} dropped file{'s are' if len(others) > 1 else ' is'} not a slide")
+        if not slides:
+            return
+        for s in slides:
+            self.add_slide_record(s)
+        self.open_slide(slides[0])
+        if not self.classify_on_drop:
+            return
+        if self.model is None and not self._model_loader.busy():
+            self.statusBar().showMessage("No model loaded: the slides are open but not classified "
+                                         "(File \u25b8 Load Model\u2026)", 8000)
+            return
+        self.classify(slides)
+
+    # --- models ------------------------------------------------------------------------------------------
+    def choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load Model", self.settings.last_dir("models"),
+                                              "D&D models (*.safetensors);;All files (*)")
+        if path:
+            self.settings.set_last_dir("models", path)
+            self.load_model(path)
+
+    def load_model(self, path) -> None:
+        """Load and check a model in the background; the current model stays active until it passes."""
+        self.project.model_box.show_loading(str(path))
+        self.statusBar().showMessage(f"Loading model {Path(str(path)).name}\u2026")
+        self._model_loader.load(str(path))
+
+    def _on_model_loaded(self, model: ReadyModel) -> None:
+        self.model = model
+        notes = str(model.card.get("notes", ""))
+        self.project.model_box.show_model(model.name, model.summary(), model.is_demo, notes)
+        self.statusBar().showMessage(f"Model {model.name} ready" + (" (demo model, not for diagnosis)"
+                                                                    if model.is_demo else ""), 6000)
+        self._refresh_actions()
+        self.model_ready.emit(model)
+        waiting, self._waiting_for_model = self._waiting_for_model, []
+        if waiting:
+            self.classify(waiting)
+
+    def _on_model_failed(self, path: str, message: str) -> None:
+        keep = f" ({self.model.name} stays active)" if self.model is not None else ""
+        self.project.model_box.show_error(f"{Path(path).name}: {message}{keep}")
+        self._show_error("Cannot use this model", message, f"{Path(path).name} cannot be used")
+        if self._waiting_for_model and self.model is None:
+            for p in self._waiting_for_model:
+                self.project.set_status(p, "not classified: no model", "failed")
+            self._waiting_for_model = []
+        self._refresh_actions()
+        self.model_failed.emit(message)
+
+    def choose_labels(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load Labels", self.settings.last_dir("labels"),
+                                              "CSV files (*.csv);;All files (*)")
+        if path:
+            self.settings.set_last_dir("labels", path)
+            try:
+                labels = read_labels_csv(path)
+            except Exception as exc:
+                self._show_error("Cannot read labels", str(exc))
+                return
+            self.predictions.model.set_true_labels(labels)
+            self.statusBar().showMessage(f"{len(labels)} true labels loaded from {Path(path).name}", 6000)
+
+    # --- classification ----------------------------------------------------------------------------------
+    def choose_and_classify(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Classify Slides", self.settings.last_dir("slides"),
+                                                slide_file_filter())
+        if paths:
+            self.settings.set_last_dir("slides", paths[0])
+            self.handle_dropped_files(paths)
+
+    def classify_current(self) -> None:
+        if self.current_path:
+            self.classify([self.current_path])
+
+    def classify(self, paths: Sequence[str]) -> Optional[Job]:
+        """Queue a job that classifies ``paths`` with the loaded model; None (with a message) without one."""
+        paths = [os.path.abspath(str(p)) for p in paths]
+        for p in paths:
+            self.add_slide_record(p)
+        if self.model is None:
+            if self._model_loader.busy():
+                self._waiting_for_model.extend(paths)
+                for p in paths:
+                    self.project.set_status(p, "waiting for the model\u2026", "running")
+                return None
+            self._show_error("No model", "load a model first (File \u25b8 Load Model\u2026)", "Cannot classify")
+            return None
+        model = self.model
+        names = [Path(p).name for p in paths]
+        title = f"Classify {names[0]}" if len(paths) == 1 else f"Classify {len(paths)} slides"
+        out_dir = self.output_root / model.name
+        job = Job(f"{title} \u2014 {model.name}", classify_job(model, paths, out_dir))
+        job.result.connect(lambda pred, m=model: self._on_prediction(pred, m))
+        job.changed.connect(lambda j=job: self._on_job_progress(j))
+        for p in paths:
+            record = self.add_slide_record(p)
+            record.job = job
+            self.project.set_status(p, "queued", "running")
+            labels = labels_near(p)
+            if labels:
+                self.predictions.model.set_true_labels(labels)
+        self.jobs.submit(job)
+        self.jobs_dock.raise_()
+        self.statusBar().showMessage(f"{title}: queued", 4000)
+        if self.current_path in paths:
+            self.inspector.prediction.show_running("Queued")
+        return job
+
+    def _on_job_progress(self, job: Job) -> None:
+        if job.state != JobState.RUNNING:
+            return
+        for path, record in self.records.items():
+            if record.job is job and record.prediction is None:
+                self.project.set_status(path, f"classifying\u2026 {job.fraction * 100:.0f} %", "running")
+        current = self.records.get(self.current_path or "")
+        if current is not None and current.job is job and current.prediction is None:
+            self.inspector.prediction.show_running(job.message)
+
+    def _on_prediction(self, result: ClassifiedSlide, model: ReadyModel) -> None:
+        self.add_prediction(result.prediction, model.class_names, model.name, model.is_demo, result.tissue)
+
+    def add_prediction(self, prediction, class_names: Sequence[str], model_name: str, demo: bool = False,
+                       tissue=None) -> None:
+        """Record an engine ``SlidePrediction`` and show it (inspector, heatmap) if its slide is on screen;
+        ``tissue`` (a boolean mask over the whole slide) keeps the heatmap's colour on tissue."""
+        path = os.path.abspath(prediction.path)
+        record = self.add_slide_record(path)
+        record.prediction = prediction
+        record.class_names = list(class_names)
+        record.model_name = model_name
+        record.demo = demo
+        record.heatmap_model = "student"
+        record.tissue = tissue
+        record.job = None
+        self.predictions.add_prediction(prediction, list(class_names), model_name)
+        if prediction.status == "done":
+            p = max(prediction.probs)
+            self.project.set_status(path, f"{prediction.predicted} \u00b7 {p * 100:.0f} %", "done")
+            self.statusBar().showMessage(f"{Path(path).name}: {prediction.predicted} ({p * 100:.1f} %)"
+                                         + (" \u2014 demo model, not for diagnosis" if demo else ""), 10000)
+        else:
+            self.project.set_status(path, "failed", "failed")
+            self.statusBar().showMessage(f"{Path(path).name} not classified: {prediction.error}", 10000)
+        if path == self.current_path and self.view.has_slide():
+            self._show_current_prediction()
+
+    def _on_job_finished(self, job: Job) -> None:
+        for path, record in self.records.items():
+            if record.job is job:
+                record.job = None
+                if record.prediction is None:
+                    word = "cancelled" if job.state == JobState.CANCELLED else "not classified"
+                    self.project.set_status(path, word, "failed" if job.state == JobState.FAILED else "")
+                    if path == self.current_path:
+                        if job.state == JobState.FAILED:
+                            self.inspector.prediction.show_failure(job.error)
+                        else:
+                            self.inspector.prediction.show_none("Cancelled" if job.state == JobState.CANCELLED
+                                                                else "Not classified")
+        if job.state == JobState.FAILED:
+            self._show_error("Job failed", job.error, job.title)
+        elif job.state == JobState.CANCELLED:
+            self.statusBar().showMessage(f"{job.title}: cancelled; nothing half-written was kept", 8000)
+        self.job_finished.emit(job)
+
+    # --- showing a prediction ----------------------------------------------------------------------------
+    def current_record(self) -> Optional[SlideRecord]:
+        return self.records.get(self.current_path) if self.current_path else None
+
+    def _remove_heatmap(self) -> None:
+        if self.heatmap_layer is not None:
+            self.view.remove_overlay(self.heatmap_layer)
+            self.heatmap_layer = None
+        if self._patch_marker is not None:
+            self.view.remove_overlay(self._patch_marker)
+            self._patch_marker = None
+
+    def _show_current_prediction(self) -> None:
+        self._remove_heatmap()
+        record = self.current_record()
+        box, controls, gallery = self.inspector.prediction, self.inspector.heatmap, self.inspector.gallery
+        pred = record.prediction if record is not None else None
+        if pred is None:
+            if record is not None and record.job is not None:
+                box.show_running(record.job.message)
+            else:
+                box.show_none()
+            controls.set_models([])
+            gallery.clear()
+            return
+        if pred.status != "done":
+            box.show_failure(pred.error)
+            controls.set_models([])
+            gallery.clear("No patches: the slide was not classified.")
+            return
+        box.show_prediction(pred.predicted, record.class_names, pred.probs, pred.n_patches, record.model_name,
+                            record.demo)
+        if not pred.scores or pred.coords is None or len(pred.coords) == 0:
+            controls.set_models([])
+            gallery.clear("This prediction has no per-patch scores.")
+            self.prediction_shown.emit(record.path)
+            return
+        layer = HeatmapLayer(pred.coords, pred.patch_size_level0, pred.scores, tuple(self.slide_info["dimensions"]),
+                             self.heatmap_style, record.heatmap_model, record.tissue)
+        self.heatmap_layer = layer
+        self.view.add_overlay(layer)
+        controls.set_models(layer.model_names, layer.model)
+        controls.set_heatmap_style(self.heatmap_style)
+        self._refresh_heatmap_details()
+        self.prediction_shown.emit(record.path)
+
+    def _refresh_heatmap_details(self) -> None:
+        layer = self.heatmap_layer
+        if layer is None:
+            return
+        controls = self.inspector.heatmap
+        controls.set_counts(layer.count_at_or_above(self.heatmap_style.threshold), len(layer.raw))
+        self.inspector.gallery.show_patches(self.current_path, layer.coords, layer.patch_size, layer.raw,
+                                            layer.normalised, self.heatmap_style.colormap)
+
+    def set_heatmap_style(self, style: HeatmapStyle) -> None:
+        old, self.heatmap_style = self.heatmap_style, style
+        self.show_heatmap_action.setChecked(style.visible)
+        if self.heatmap_layer is not None:
+            self.heatmap_layer.set_style(style)
+            self.inspector.heatmap.set_counts(self.heatmap_layer.count_at_or_above(style.threshold),
+                                              len(self.heatmap_layer.raw))
+            if (old.colormap, old.normalise) != (style.colormap, style.normalise):
+                self._refresh_heatmap_details()
+
+    def set_heatmap_model(self, name: str) -> None:
+        record = self.current_record()
+        if self.heatmap_layer is None or record is None:
+            return
+        self.heatmap_layer.set_model(name)
+        record.heatmap_model = name
+        self._refresh_heatmap_details()
+
+    def toggle_heatmap(self, checked: bool) -> None:
+        controls = self.inspector.heatmap
+        if controls.show_box.isChecked() != checked:
+            controls.show_box.setChecked(checked)  # emits style_changed → set_heatmap_style
+        else:
+            self.set_heatmap_style(controls.heatmap_style())
+
+    def centre_on_patch(self, index: int) -> None:
+        """Centre the viewer on patch ``index``, large enough to judge (a third of the view), outlined."""
+        layer = self.heatmap_layer
+        if layer is None:
+            return
+        rect = layer.patch_rect(index)
+        vp = self.view.viewport().rect()
+        zoom = min(vp.width(), vp.height()) / 3.0 / rect.width()
+        self.view.centre_on(rect.center(), zoom)
+        if self._patch_marker is None:
+            marker = QGraphicsRectItem()
+            pen = QPen(QColor(255, 214, 0), 3)
+            pen.setCosmetic(True)
+            marker.setPen(pen)
+            marker.setZValue(20)
+            self._patch_marker = marker
+            self.view.add_overlay(marker)
+        self._patch_marker.setRect(QRectF(rect))
+        score = layer.raw[index]
+        self.statusBar().showMessage(f"Patch {index}: attention {layer.normalised[index]:.3f} "
+                                     f"(raw {score:.4g})", 6000)
+
+    # --- exports -----------------------------------------------------------------------------------------
+    def _export_target(self, title: str, suffix: str, filt: str) -> Optional[str]:
+        record = self.current_record()
+        if self.heatmap_layer is None or record is None:
+            self._show_error("Nothing to export", "classify the slide first: it has no heatmap yet")
+            return None
+        default = Path(self.settings.last_dir("exports") or str(Path.home())) / \
+            f"{Path(record.path).stem}_{self.heatmap_layer.model}_heatmap{suffix}"
+        path, _ = QFileDialog.getSaveFileName(self, title, str(default), filt)
+        if path:
+            self.settings.set_last_dir("exports", path)
+        return path or None
+
+    def choose_export_png(self) -> None:
+        path = self._export_target("Export Heatmap PNG", ".png", "PNG images (*.png)")
+        if path:
+            self.export_heatmap_png(path)
+
+    def choose_export_geojson(self) -> None:
+        path = self._export_target("Export Heatmap GeoJSON", ".geojson", "GeoJSON (*.geojson *.json)")
+        if path:
+            self.export_heatmap_geojson(path)
+
+    def choose_export_csv(self) -> None:
+        if not self.predictions.model.rows:
+            self._show_error("Nothing to export", "no slide has been classified yet")
+            return
+        default = Path(self.settings.last_dir("exports") or str(Path.home())) / "predictions.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export Predictions", str(default), "CSV files (*.csv)")
+        if path:
+            self.settings.set_last_dir("exports", path)
+            try:
+                self.predictions.export_csv(path)
+            except Exception as exc:
+                self._show_error("Export failed", str(exc))
+            else:
+                self.statusBar().showMessage(f"Predictions written to {path}", 6000)
+
+    def export_heatmap_png(self, path: str) -> Optional[Job]:
+        """Render the heatmap as shown over the slide and write it as a PNG, as a job."""
+        layer, record = self.heatmap_layer, self.current_record()
+        if layer is None or record is None:
+            return None
+        fn = heatmap_png_job(path, record.path, layer.coords, layer.patch_size, layer.raw, self.heatmap_style,
+                             record.tissue)
+        return self._submit_export(f"Export {Path(path).name}", fn)
+
+    def export_heatmap_geojson(self, path: str) -> Optional[Job]:
+        """Write one QuPath tile per patch with its attention and the slide's class probabilities, as a job."""
+        layer, record = self.heatmap_layer, self.current_record()
+        if layer is None or record is None:
+            return None
+        pred = record.prediction
+        probs = pred.model_probs.get(layer.model, pred.probs)
+        fn = heatmap_geojson_job(path, layer.coords, layer.patch_size, layer.raw, probs, record.class_names,
+                                 layer.model, self.heatmap_style.normalise)
+        return self._submit_export(f"Export {Path(path).name}", fn)
+
+    def _submit_export(self, title: str, fn) -> Job:
+        job = Job(title, fn)
+        job.finished.connect(lambda j: j.state == JobState.DONE and
+                             self.statusBar().showMessage(f"Written: {j.value}", 8000))
+        return self.jobs.submit(job)
+
+    # --- view ----------------------------------------------------------------------------------------------
+    def toggle_minimap(self, checked: bool) -> None:
+        self.view.minimap.wanted = bool(checked)
+        self.view.minimap.setVisible(bool(checked) and self.view.has_slide())
+        self.settings.set_flag("view/minimap", checked)
+
+    def toggle_scale_bar(self, checked: bool) -> None:
+        self.view.scale_bar.wanted = bool(checked)
+        self.view.scale_bar.set_scale(self.view.mpp, self.view.zoom)
+        self.settings.set_flag("view/scale_bar", checked)
+
+    def set_theme(self, theme: str, remember: bool = True) -> None:
+        app = QApplication.instance()
+        if app is not None:
+            apply_theme(app, theme)
+        if theme in getattr(self, "theme_actions", {}):
+            self.theme_actions[theme].setChecked(True)
+        self.theme = theme
+        if remember:
+            self.settings.set_theme(theme)
+
+    def _refresh_view_status(self) -> None:
+        self.status.show_view(self.view)
+        presets = self.view.available_presets()
+        for mag_value, action in self.magnification_actions.items():
+            action.setEnabled(mag_value in presets)
+
+    def _on_cursor(self, point: Optional[QPointF]) -> None:
+        self.status.show_cursor(point, self.view.mpp)
+        if point is None:
+            if self.heatmap_layer is not None:
+                self.inspector.heatmap.set_hover("Point at the slide to read a patch's score.")
+            return
+        layer = self.heatmap_layer
+        if layer is not None:
+            hit = layer.score_at(point)
+            if hit is None:
+                self.inspector.heatmap.set_hover("No patch here (not tissue, or not scored).")
+            else:
+                self.inspector.heatmap.set_hover(
+                    f"Patch {hit.index}: attention {hit.normalised:.3f} "
+                    f"({'percentile' if layer.style.normalise == 'percentile' else 'scaled'}), raw {hit.raw:.4g} "
+                    f"\u2014 {model_label(layer.model)}")
+
+    def _refresh_actions(self) -> None:
+        has_slide = self.view.has_slide()
+        self.classify_current_action.setEnabled(has_slide and self.model is not None)
+        self.close_action.setEnabled(has_slide)
+
+    # --- help ----------------------------------------------------------------------------------------------
+    def about_model(self) -> None:
+        if self.model is None:
+            QMessageBox.information(self, "Model", "No model is loaded.")
+            return
+        card = self.model.card
+        text = f"<b>{self.model.name}</b><br>{self.model.summary().replace(chr(10), '<br>')}"
+        if card.get("notes"):
+            text += f"<p>{card['notes']}</p>"
+        QMessageBox.information(self, "About the Model", text)
+
+    def about(self) -> None:
+        from dnd_engine import __version__
+        QMessageBox.about(self, f"About {APP_TITLE}",
+                          f"<b>{APP_TITLE}</b> {__version__}<p>Whole-slide image classification with multiple "
+                          "instance learning and Divide-and-Distill. Research software: not for diagnosis.</p>")
+
+    # --- shutdown ------------------------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Wait for any running load and close the open slide; safe to call more than once."""
+        """Cancel jobs, stop every worker and close the open slide; safe to call more than once."""
+        self.jobs.shutdown()
         self._loader.shutdown()
+        self._model_loader.shutdown()
+        self.inspector.gallery.wait()
+        self.view.shutdown()
         if self.slide is not None:
             self.slide.close()
             self.slide = None
 
     def closeEvent(self, event) -> None:
+        self.settings.set_window_state(self.saveGeometry(), self.saveState())
+        self.settings.sync()
         self.shutdown()
         super().closeEvent(event)

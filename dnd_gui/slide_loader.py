@@ -17,7 +17,9 @@ from PySide6.QtGui import QImage
 from dnd_engine.errors import SlideError
 from dnd_engine.slides import Slide, open_slide
 
-THUMBNAIL_MAX_SIZE = 2048
+from .viewer.tile_source import rgb_to_qimage
+
+THUMBNAIL_MAX_SIZE = 1024  # the minimap and the picture under the tiles while they load
 
 
 @dataclass
@@ -31,18 +33,11 @@ class LoadedSlide:
     thread_id: int  # threading.get_ident() of the worker that did the reading
 
 
-def array_to_qimage(arr: np.ndarray) -> QImage:
-    """An RGB QImage that owns a copy of an H×W×3 uint8 array (safe to create off the GUI thread)."""
-    arr = np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
-    h, w = arr.shape[:2]
-    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-
-
 def load_slide(path: str, max_size: int = THUMBNAIL_MAX_SIZE) -> LoadedSlide:
     """Open ``path`` and render a thumbnail; raises :class:`SlideError` for anything unreadable."""
     slide = open_slide(path)
     try:
-        thumbnail = array_to_qimage(np.asarray(slide.get_thumbnail(max_size).convert("RGB")))
+        thumbnail = rgb_to_qimage(np.asarray(slide.get_thumbnail(max_size).convert("RGB")))
         info = slide.info()
     except BaseException:
         slide.close()

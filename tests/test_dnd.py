@@ -159,6 +159,26 @@ def test_loss_matches_a_hand_computation(preset):
     assert T == (1.0 if preset == "paper" else 0.2)
 
 
+@pytest.mark.parametrize("preset", ["paper", "authors-code"])
+def test_cached_loss_equals_the_reference_loss(preset):
+    from dnd_engine.dnd.distill import DistillLoss
+    cfg = preset_config(preset)
+    g = torch.Generator().manual_seed(0)
+    teachers = torch.randn(1 + cfg.n_clusters, 3, generator=g) * 3
+    student = torch.randn(1, 3, generator=g, requires_grad=True)
+    y = torch.tensor([2])
+    kw = dict(temperature=cfg.temperature, lambda_ce=cfg.lambda_ce, lambda_base=cfg.lambda_base,
+              lambda_expert=cfg.lambda_expert)
+    fast = DistillLoss({"s": teachers}, **kw)(student, y, "s")
+    ref = distillation_loss(student, y, teachers[0:1], [teachers[i:i + 1] for i in range(1, len(teachers))], **kw)
+    assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
+    g_fast, = torch.autograd.grad(fast, student)
+    g_ref, = torch.autograd.grad(ref, student)
+    assert torch.allclose(g_fast, g_ref, rtol=1e-4, atol=1e-6)
+    with pytest.raises(DnDError, match="no teacher soft targets"):
+        DistillLoss({"s": teachers}, **kw)(student, y, "other")
+
+
 def test_resume_after_stage_two_gives_the_same_student(tmp_path):
     train, val = _split(seed=3)
     cfg = _tiny()

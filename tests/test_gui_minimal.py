@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -32,9 +32,10 @@ def slide_path() -> Path:
 
 
 @pytest.fixture
-def window(qtbot):
-    win = MainWindow()
-    qtbot.addWidget(win)  # closed (and its loader shut down) at teardown
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings=settings, output_root=tmp_path / "predictions", model=None)
+    qtbot.addWidget(win)  # closed (and its workers shut down) at teardown
     win.resize(1280, 800)
     win.show()
     qtbot.waitExposed(win)
@@ -94,6 +95,7 @@ def test_open_shows_thumbnail_and_properties(qtbot, window, slide_path):
     assert window.last_error == ""
 
     ARTIFACTS.mkdir(exist_ok=True)
+    qtbot.wait(50)  # let the docks and the status bar settle their layout before the picture
     shot = window.grab()
     assert shot.save(str(ARTIFACTS / "gui_minimal.png"))
     # The middle of the canvas shows the slide, not the empty canvas colour.
@@ -201,7 +203,8 @@ def test_wheel_zooms_around_the_cursor_and_fit_restores(qtbot, window, slide_pat
 
 def test_command_line_screenshot(slide_path, tmp_path):
     shot = tmp_path / "window.png"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+               XDG_DATA_HOME=str(tmp_path / "data"), HOME=str(tmp_path))
     done = subprocess.run([sys.executable, "-m", "dnd_gui", str(slide_path), "--screenshot", str(shot)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

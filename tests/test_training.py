@@ -82,7 +82,8 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, optimizer):
             state["checks"] += 1
         return state["checks"] > 3
     with pytest.raises(Cancelled):
-        train_model(part, train, val, cfg, tmp_path / "part", cancelled=cancel_in_epoch_3, on_epoch=count)
+        train_model(part, train, val, cfg, tmp_path / "part", cancelled=cancel_in_epoch_3, on_epoch=count,
+                    checkpoint_seconds=0)
     assert json.loads((tmp_path / "part" / "state.json").read_text())["epoch"] == 2
     assert not list((tmp_path / "part").glob("*.part"))
     again = build_model("mean", in_dim=16, n_classes=2)        # fresh process state: weights come from disk
@@ -90,6 +91,19 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, optimizer):
     assert r_part.resumed_from == 2
     assert [h["train_loss"] for h in r_part.history] == [h["train_loss"] for h in r_full.history]
     for a, b in zip(full.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    # with the default interval a short run keeps only its final checkpoint, and resumes exactly all the same
+    torch.manual_seed(0)
+    sparse = build_model("mean", in_dim=16, n_classes=2)
+    state["epochs"], state["checks"] = 0, 0
+    with pytest.raises(Cancelled):
+        train_model(sparse, train, val, cfg, tmp_path / "sparse", cancelled=cancel_in_epoch_3, on_epoch=count,
+                    checkpoint_seconds=3600)
+    assert not (tmp_path / "sparse" / "state.json").exists()
+    torch.manual_seed(0)
+    again2 = build_model("mean", in_dim=16, n_classes=2)
+    train_model(again2, train, val, cfg, tmp_path / "sparse")
+    for a, b in zip(full.state_dict().values(), again2.state_dict().values()):
         assert torch.equal(a, b)
     # a finished run returns at once
     done = build_model("mean", in_dim=16, n_classes=2)

@@ -81,20 +81,38 @@ def load_teacher_logits(path: str | Path) -> Dict[str, torch.Tensor]:
 
 
 class DistillLoss:
-    """``loss_fn(logits, target, slide_id)`` for the trainer, reading cached teacher logits (row 0 = base)."""
+    """``loss_fn(logits, target, slide_id)`` for the trainer, reading cached teacher logits (row 0 = base).
+
+    The teachers' tempered probabilities and log-probabilities are computed once here too, so a step adds one
+    log-softmax and one weighted sum to the cross-entropy; equal to :func:`distillation_loss` (tested).
+    """
 
     def __init__(self, cached: Dict[str, torch.Tensor], *, temperature: float, lambda_ce: float = 1.0,
                  lambda_base: float = 1.0, lambda_expert: float = 1.0):
-        self.cached = cached
-        self.kw = dict(temperature=temperature, lambda_ce=lambda_ce, lambda_base=lambda_base,
-                       lambda_expert=lambda_expert)
+        self.t = float(temperature)
+        self.lambda_ce = float(lambda_ce)
+        self.targets: Dict[str, tuple] = {}
+        for sid, logits in cached.items():
+            logits = logits.float()
+            n_exp = logits.shape[0] - 1
+            w = torch.tensor([lambda_base] + [lambda_expert / n_exp] * n_exp if n_exp else [lambda_base],
+                             dtype=torch.float32) * self.t ** 2
+            z = logits / self.t
+            self.targets[sid] = (w[:, None] * torch.softmax(z, dim=-1), torch.log_softmax(z, dim=-1))
+        self._device = torch.device("cpu")
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, slide_id: str) -> torch.Tensor:
         try:
-            t = self.cached[slide_id].to(logits.device)
+            wp, log_p = self.targets[slide_id]
         except KeyError:
             raise DnDError(f"no teacher soft targets for slide {slide_id!r}") from None
-        return distillation_loss(logits, target, t[0:1], [t[i:i + 1] for i in range(1, t.shape[0])], **self.kw)
+        if logits.device != self._device:          # move every target once, on the first step
+            self.targets = {k: (a.to(logits.device), b.to(logits.device)) for k, (a, b) in self.targets.items()}
+            self._device = logits.device
+            wp, log_p = self.targets[slide_id]
+        log_ps = torch.log_softmax(logits.float() / self.t, dim=-1)          # (1, K)
+        kl = (wp * (log_p - log_ps)).sum()                                     # Σ_i w_i T² KL(p_i ‖ p_s)
+        return self.lambda_ce * F.cross_entropy(logits, target) + kl
 
 
 __all__ = ["DistillLoss", "distillation_loss", "kl_teacher_student", "load_teacher_logits", "save_teacher_logits",

@@ -26,10 +26,12 @@ class ModelFileError(DnDError):
     """A model file that is missing, unreadable, or not one of ours."""
 
 
-def save_model(model: MILModel, path: str | os.PathLike, card: Optional[Dict[str, object]] = None) -> Path:
-    """Write ``model``'s weights and config atomically; ``card`` (JSON-able) travels in the metadata."""
+def save_model(model: MILModel, path: str | os.PathLike, card: Optional[Dict[str, object]] = None,
+               state: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+    """Write ``model``'s weights (or ``state``, weights of the same architecture) and config atomically;
+    ``card`` (JSON-able) travels in the metadata."""
     from safetensors.torch import save_file
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in (state or model.state_dict()).items()}
     meta = {_META_KEY: json.dumps(model.config()), "card": json.dumps(card or {}, default=str)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

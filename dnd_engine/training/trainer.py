@@ -31,6 +31,7 @@ from ..progress import CancelFn, ProgressFn, check_cancelled
 from .metrics import classification_metrics
 
 SELECTIONS = ("best_val_acc", "best_val_auc", "best_val_loss", "last")
+CHECKPOINT_SECONDS = 10.0   # at most this much training is lost to an interruption
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
@@ -170,11 +171,15 @@ def _finite(x: float) -> Optional[float]:
 def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDataset], cfg: TrainConfig,
                 out_dir: Optional[str | Path] = None, *, progress: Optional[ProgressFn] = None,
                 cancelled: Optional[CancelFn] = None, on_epoch: Optional[EpochFn] = None,
-                loss_fn: Optional[LossFn] = None, tag: str = "") -> TrainResult:
+                loss_fn: Optional[LossFn] = None, tag: str = "",
+                checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult:
     """Train ``model`` in place; on return it holds the selected weights (in eval mode).
 
-    With ``out_dir``: ``last.safetensors`` + ``optimizer.safetensors`` + ``state.json`` every epoch,
-    ``best.safetensors`` when the selection metric improves, ``metrics.jsonl`` (one JSON object per epoch).
+    With ``out_dir``: a checkpoint — ``last.safetensors`` + ``optimizer.safetensors`` + ``state.json``,
+    ``best.safetensors`` (the selected epoch so far), ``metrics.jsonl`` (one JSON object per epoch) — after an
+    epoch once ``checkpoint_seconds`` have passed since the previous one, and after the last epoch (0: every
+    epoch). Each epoch's RNG comes from (seed, epoch), so resuming from any checkpoint is exact; a short
+    interval only costs time on small cohorts, where writing the files takes longer than the epoch.
     Calling again with the same ``out_dir`` and the same settings resumes after the last finished epoch
     (or returns at once when the run had finished). ``loss_fn(logits, target, slide_id)`` replaces the
     cross-entropy (D&D's distillation passes its own). Cancelling raises :class:`Cancelled` between bags;
@@ -194,7 +199,9 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
 
     history: List[Dict[str, object]] = []
     best_score, best_epoch, since_best, start = -math.inf, 0, 0, 0
-    best_state = None
+    best_state = None               # weights of the best epoch since this call started (None: the file's)
+    best_saved = True
+    last_checkpoint = time.perf_counter()
     out = ensure_dir(out_dir) if out_dir is not None else None
     fp = _fingerprint(model, cfg, train_ds, val_ds, tag)
     if out is not None and (out / "state.json").is_file():
@@ -269,9 +276,13 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
         if cfg.patience is not None and selection != "last" and since_best >= cfg.patience:
             stopped_early = True
         done = epoch == cfg.epochs or stopped_early
-        if out is not None:
-            if improved:
-                save_model(model, out / "best.safetensors", {"epoch": epoch, "tag": tag})
+        if improved:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_saved = False
+        if out is not None and (done or time.perf_counter() - last_checkpoint >= checkpoint_seconds):
+            if not best_saved:
+                save_model(model, out / "best.safetensors", {"epoch": best_epoch, "tag": tag}, state=best_state)
+                best_saved = True
             save_model(model, out / "last.safetensors", {"epoch": epoch, "tag": tag})
             _save_optimizer(opt, out / "optimizer.safetensors")
             write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -279,15 +290,14 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
                 "fingerprint": fp, "epoch": epoch, "best_epoch": best_epoch,
                 "best_score": best_score if math.isfinite(best_score) else None, "since_best": since_best,
                 "done": done, "stopped_early": stopped_early, "selection": selection})
-        elif improved:
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            last_checkpoint = time.perf_counter()
         if on_epoch is not None:
             on_epoch(dict(record))
         if stopped_early:
             break
-    if out is not None:
-        _load_weights(model, out / "best.safetensors")
-    elif best_state is not None:
+    if best_state is not None:
         model.load_state_dict(best_state)
+    elif out is not None:
+        _load_weights(model, out / "best.safetensors")
     model.eval()
     return TrainResult(best_epoch, history, resumed_from=resumed_from, stopped_early=stopped_early)

@@ -1,0 +1,69 @@
+"""What the app remembers between runs (QSettings): recent slides, theme, window layout, last folders.
+
+One small typed wrapper, so keys are spelled once and tests can point it at a throw-away INI file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import QByteArray, QSettings
+
+MAX_RECENT = 10
+THEMES = ("light", "dark")
+
+
+class AppSettings:
+    def __init__(self, settings: Optional[QSettings] = None):
+        self.qsettings = settings if settings is not None else QSettings()
+
+    # --- recent slides -----------------------------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        value = self.qsettings.value("recent_files", [])
+        if isinstance(value, str):  # QSettings returns a bare string for a one-item list in INI files
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    def add_recent(self, path: str) -> list[str]:
+        path = str(Path(path).resolve())
+        items = [path] + [p for p in self.recent_files() if p != path]
+        self.qsettings.setValue("recent_files", items[:MAX_RECENT])
+        return items[:MAX_RECENT]
+
+    def clear_recent(self) -> None:
+        self.qsettings.setValue("recent_files", [])
+
+    # --- appearance and layout ---------------------------------------------------------------------------
+    def theme(self) -> str:
+        value = str(self.qsettings.value("theme", "dark"))
+        return value if value in THEMES else "dark"
+
+    def set_theme(self, theme: str) -> None:
+        self.qsettings.setValue("theme", theme)
+
+    def window_state(self) -> tuple[Optional[QByteArray], Optional[QByteArray]]:
+        geometry, state = self.qsettings.value("window/geometry"), self.qsettings.value("window/state")
+        return (geometry if isinstance(geometry, QByteArray) else None,
+                state if isinstance(state, QByteArray) else None)
+
+    def set_window_state(self, geometry: QByteArray, state: QByteArray) -> None:
+        self.qsettings.setValue("window/geometry", geometry)
+        self.qsettings.setValue("window/state", state)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.qsettings.value(key, default)
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+
+    def set_flag(self, key: str, value: bool) -> None:
+        self.qsettings.setValue(key, bool(value))
+
+    # --- folders -----------------------------------------------------------------------------------------
+    def last_dir(self, kind: str) -> str:
+        return str(self.qsettings.value(f"dirs/{kind}", ""))
+
+    def set_last_dir(self, kind: str, path: str) -> None:
+        self.qsettings.setValue(f"dirs/{kind}", str(Path(path).parent if Path(path).is_file() else path))
+
+    def sync(self) -> None:
+        self.qsettings.sync()

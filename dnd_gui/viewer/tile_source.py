@@ -1,0 +1,169 @@
+"""Where viewer tiles come from: the pyramid's tile grid (plain geometry) and the slide reads behind it.
+
+The grid splits every pyramid level into ``TILE_SIZE``-pixel tiles and answers the viewer's two questions: which
+level shows the slide at a given zoom without upsampling (the nearest finer level, as QuPath and ASAP pick), and
+which tiles of that level cover a level-0 rectangle. :class:`TileSource` reads one tile as a ``QImage`` ready to
+draw; it is called from the loader's worker threads only and gives each thread its own slide handle, because
+tiffslide (unlike OpenSlide) does not promise thread-safe reads on a shared handle.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+from dnd_engine.errors import SlideError
+from dnd_engine.slides import Slide, open_slide
+
+TILE_SIZE = 512  # level pixels per tile side: big enough to keep request counts low, small enough to decode in ms
+
+
+@dataclass(frozen=True, order=True)
+class TileKey:
+    level: int
+    col: int
+    row: int
+
+
+class TileGrid:
+    """The tile layout of every pyramid level, in level-0 coordinates (the scene's units)."""
+
+    def __init__(self, level_dimensions: Sequence[Sequence[int]], level_downsamples: Sequence[float],
+                 tile_size: int = TILE_SIZE):
+        if not level_dimensions or len(level_dimensions) != len(level_downsamples):
+            raise ValueError("one dimension pair and one downsample per level are needed")
+        self.level_dimensions = [(int(w), int(h)) for w, h in level_dimensions]
+        self.level_downsamples = [float(d) for d in level_downsamples]
+        self.tile_size = int(tile_size)
+
+    @classmethod
+    def from_info(cls, info: dict, tile_size: int = TILE_SIZE) -> "TileGrid":
+        return cls(info["level_dimensions"], info["level_downsamples"], tile_size)
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @property
+    def coarsest_level(self) -> int:
+        return int(np.argmax(self.level_downsamples))
+
+    def level_for_scale(self, scale: float) -> int:
+        """The level to draw at ``scale`` device pixels per level-0 pixel: the coarsest whose downsample does not
+        exceed the screen's (never upsample a coarse level when a finer one exists); 1 % tolerance for levels
+        such as 4.0005 that scanners round."""
+        wanted = 1.0 / max(scale, 1e-12)
+        best, best_ds = 0, self.level_downsamples[0]
+        for i, ds in enumerate(self.level_downsamples):
+            if ds <= wanted * 1.01 and ds > best_ds:
+                best, best_ds = i, ds
+        return best
+
+    def tiles_across(self, level: int) -> int:
+        return max(1, math.ceil(self.level_dimensions[level][0] / self.tile_size))
+
+    def tiles_down(self, level: int) -> int:
+        return max(1, math.ceil(self.level_dimensions[level][1] / self.tile_size))
+
+    def tile_count(self, level: int) -> int:
+        return self.tiles_across(level) * self.tiles_down(level)
+
+    def tile_pixels(self, key: TileKey) -> tuple[int, int]:
+        """(w, h) of the tile in its level's pixels: edge tiles are cut at the level's border."""
+        lw, lh = self.level_dimensions[key.level]
+        t = self.tile_size
+        return min(t, lw - key.col * t), min(t, lh - key.row * t)
+
+    def tile_rect(self, key: TileKey) -> tuple[float, float, float, float]:
+        """(x, y, w, h) of the tile in level-0 pixels."""
+        ds = self.level_downsamples[key.level]
+        w, h = self.tile_pixels(key)
+        t = self.tile_size
+        return key.col * t * ds, key.row * t * ds, w * ds, h * ds
+
+    def keys_in_rect(self, level: int, x0: float, y0: float, x1: float, y1: float,
+                     margin: int = 0) -> list[TileKey]:
+        """Tiles of ``level`` meeting the level-0 rectangle [x0, x1) × [y0, y1), plus ``margin`` tiles around it,
+        in row-major order. Empty when the rectangle misses the slide."""
+        ds = self.level_downsamples[level]
+        span = self.tile_size * ds
+        nx, ny = self.tiles_across(level), self.tiles_down(level)
+        c0 = max(0, math.floor(x0 / span) - margin)
+        r0 = max(0, math.floor(y0 / span) - margin)
+        c1 = min(nx - 1, math.ceil(x1 / span) - 1 + margin)
+        r1 = min(ny - 1, math.ceil(y1 / span) - 1 + margin)
+        if c1 < c0 or r1 < r0 or x1 <= 0 or y1 <= 0:
+            return []
+        return [TileKey(level, c, r) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
+
+    def by_distance(self, keys: Iterable[TileKey], cx: float, cy: float) -> list[TileKey]:
+        """``keys`` nearest first to the level-0 point (cx, cy): the tiles under the user's eyes load first."""
+        def dist(k: TileKey) -> float:
+            x, y, w, h = self.tile_rect(k)
+            return (x + w / 2 - cx) ** 2 + (y + h / 2 - cy) ** 2
+        return sorted(keys, key=dist)
+
+
+def rgb_to_qimage(arr: np.ndarray) -> QImage:
+    """An H×W×3 uint8 array as a QImage in the format the raster painter draws fastest (RGB32), owning its data."""
+    arr = np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+    h, w = arr.shape[:2]
+    img = QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return img.convertToFormat(QImage.Format.Format_RGB32)  # a deep copy: independent of ``arr``
+
+
+class TileSource:
+    """Reads tiles of one slide; thread-safe, with one slide handle per reading thread.
+
+    ``close()`` may be called while workers still read: handles in use are closed when their read ends.
+    """
+
+    def __init__(self, path: str, grid: TileGrid):
+        self.path = str(path)
+        self.grid = grid
+        self._lock = threading.Lock()
+        self._handles: dict[int, Slide] = {}
+        self._busy: set[int] = set()
+        self._closed = False
+
+    def read(self, key: TileKey) -> QImage:
+        """Decode one tile (level pixels, edge tiles cut to the level's border). Raises :class:`SlideError`."""
+        tid = threading.get_ident()
+        with self._lock:
+            if self._closed:
+                raise SlideError(f"{self.path}: closed")
+            slide = self._handles.get(tid)
+            self._busy.add(tid)
+        try:
+            if slide is None:
+                slide = open_slide(self.path)
+                with self._lock:
+                    self._handles[tid] = slide
+            ds = self.grid.level_downsamples[key.level]
+            t = self.grid.tile_size
+            w, h = self.grid.tile_pixels(key)
+            x0, y0 = round(key.col * t * ds), round(key.row * t * ds)
+            region = slide.read_region((x0, y0), key.level, (w, h))
+            return rgb_to_qimage(np.asarray(region))
+        finally:
+            with self._lock:
+                self._busy.discard(tid)
+                if self._closed and tid in self._handles:
+                    self._handles.pop(tid).close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle = [tid for tid in self._handles if tid not in self._busy]
+            handles = [self._handles.pop(tid) for tid in idle]
+        for h in handles:
+            h.close()
