@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QWheelEvent
+from PySide6.QtGui import QColor, QImage, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from dnd_gui.main_window import MainWindow
 from dnd_gui.slide_loader import THUMBNAIL_MAX_SIZE
+
+from gui_helpers import drag_enter_event, file_drop_events
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SVS = ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs"
@@ -50,21 +52,6 @@ def open_and_wait(qtbot, win: MainWindow, path) -> None:
 def fail_and_wait(qtbot, win: MainWindow, path) -> None:
     with qtbot.waitSignal(win.slide_failed, timeout=LOAD_MS):
         win.open_slide(str(path))
-
-
-def drag_enter_event(mime: QMimeData, pos=QPointF(200, 200)) -> QDragEnterEvent:
-    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    try:
-        return QDragEnterEvent(pos, *args)  # Qt >= 6.9 takes a QPointF (the QPoint form is deprecated)
-    except TypeError:
-        return QDragEnterEvent(pos.toPoint(), *args)
-
-
-def file_drop_events(path: Path, pos=QPointF(200, 200)):
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(path))])
-    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    return mime, drag_enter_event(mime, pos), drop
 
 
 def test_open_shows_thumbnail_and_properties(qtbot, window, slide_path):
