@@ -45,11 +45,11 @@ def run_demo(out_dir: str | Path = "demo_output", *, n_slides: int = 24, size: i
              log: Optional[Callable[[str], None]] = None) -> DemoResult:
     from .bags import find_bags
     from .dnd import CVSettings, preset_config, run_dnd_cv
-    from .dnd.bench import markdown_table, write_tables
+    from .dnd.bench import markdown_table, table_row, write_tables
     from .dnd.card import save_deployable
     from .features import ExtractConfig, extract_cohort, feature_dir_for
-    from .predict import load_deployable, model_scores, predict_slides
-    from .synth import make_synthetic_cohort, read_lesion_mask
+    from .predict import load_deployable, predict_slides
+    from .synth import make_synthetic_cohort
     say = log or (lambda m: None)
     out = Path(out_dir)
     t0 = time.perf_counter()
@@ -78,11 +78,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, n_slides: int = 24, size: i
         "base → clusters → experts → student")
     run = run_dnd_cv(fdir, cohort.labels_csv, out / "dnd_run", cfg, CVSettings(folds=folds, split_seed=seed + 1),
                      progress=progress, cancelled=cancelled, log=lambda m: say("  " + m))
-    rows = [{"method": model, "folds": len(run.folds), "classes": len(run.class_names),
-             **{f"{arm}_{k}_{st}": run.summary[f"{arm}_test_{k}"][st]
-                for arm in ("base", "dnd") for k in ("acc", "auc") for st in ("mean", "std")},
-             **{f"diff_{k}_{st}": run.summary[f"diff_test_{k}"][st] for k in ("acc", "auc")
-                for st in ("mean", "std", "p", "p_wilcoxon")}}]
+    rows = [table_row(model, run)]
     write_tables(out / "dnd_run", rows, f"synthetic demo cohort ({n_slides} slides), {folds} folds, "
                                         f"epochs {ep['base']}/{ep['expert']}/{ep['student']}")
     say("4/5 base vs D&D on the held-out folds")
@@ -96,7 +92,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, n_slides: int = 24, size: i
     lesion = [s for s in cohort.slides if s.slide_id in test_ids and s.label_index > 0]
     preds = predict_slides(lm, real + [s.path for s in lesion[:1]], out / "predictions", heatmaps="all",
                            device="cpu", cancelled=cancelled)
-    auc = _heatmap_auc(lm, lesion, find_bags(fdir), model_scores, read_lesion_mask)
+    auc = _heatmap_auc(lm, lesion, find_bags(fdir))
     res = DemoResult(out, time.perf_counter() - t0, table=markdown_table(rows), heatmap_auc=auc, predictions=preds)
     res.paths.update({
         "synthetic slides": cohort.out_dir / "slides", "labels CSV": cohort.labels_csv,
@@ -110,13 +106,15 @@ def run_demo(out_dir: str | Path = "demo_output", *, n_slides: int = 24, size: i
     return res
 
 
-def _heatmap_auc(lm, slides, bags, model_scores, read_lesion_mask) -> float:
+def _heatmap_auc(lm, slides, bags) -> float:
     """Patch-level AUC of the student's scores against the planted-lesion masks, pooled over ``slides``."""
     from sklearn.metrics import roc_auc_score
 
     from .bags import load_bag
     from .heatmaps import normalise_scores, patch_truth
     from .patching.h5io import read_coords_h5
+    from .predict import model_scores
+    from .synth import read_lesion_mask
     ys, ss = [], []
     for s in slides:
         path = bags.get(s.slide_id)

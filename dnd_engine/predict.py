@@ -188,7 +188,6 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
     from .heatmaps import render_heatmap, save_heatmap_png, write_heatmap_geojson
     from .patching.h5io import read_coords_h5
     from .slides import open_slide
-    from .tissue import segment_tissue
     bag, coords = load_bag(features_h5, with_coords=True)
     _, attrs = read_coords_h5(features_h5)
     if bag.shape[1] != lm.model.in_dim:
@@ -211,7 +210,7 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
         return res
     hdir = ensure_dir(out / "heatmaps")
     with open_slide(slide_path) as slide:
-        tissue = segment_tissue(slide, ps0 ** 2, require_tissue=False)
+        tissue = extraction_tissue_mask(out, sid)
         for name, (_m, p, sc) in models.items():
             hm = render_heatmap(slide, coords, ps0, sc, colormap=colormap, tissue=tissue)
             png = hdir / f"{sid}_{name}_heatmap.png"
@@ -222,6 +221,23 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
             res.outputs[f"{name}_png"] = str(png)
             res.outputs[f"{name}_geojson"] = str(gj)
     return res
+
+
+def extraction_tissue_mask(out: Path, slide_id: str, max_side: Optional[int] = None) -> Optional[np.ndarray]:
+    """The boolean tissue mask extraction wrote for ``slide_id`` under ``out`` (so nothing is segmented twice),
+    shrunk to ``max_side`` pixels when larger; None when it is missing or unreadable."""
+    from PIL import Image
+    path = Path(out) / "extraction" / "tissue" / f"{slide_id}_mask.png"
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L")
+            k = max_side / max(img.size) if max_side else 1.0
+            if k < 1:
+                img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))),
+                                 Image.Resampling.BOX)
+            return np.asarray(img) >= 128
+    except (OSError, ValueError):
+        return None
 
 
 def predictions_csv(results: Sequence[SlidePrediction], class_names: List[str]) -> str:
@@ -238,4 +254,4 @@ def predictions_csv(results: Sequence[SlidePrediction], class_names: List[str]) 
 
 
 __all__ = ["HEATMAP_CHOICES", "LoadedModel", "SlidePrediction", "check_slide", "load_deployable", "model_scores",
-           "predict_slides", "prepare_extractor", "resolve_model_path"]
+           "predict_slides", "prepare_extractor", "resolve_model_path", "extraction_tissue_mask"]

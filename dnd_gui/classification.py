@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 
 from dnd_engine.atomic import write_text_atomic
@@ -169,19 +168,10 @@ class ClassifiedSlide:
 
 
 def read_tissue_mask(out_dir: Path, slide_id: str, max_side: int = MAX_MASK_SIDE) -> Optional[np.ndarray]:
-    """The boolean tissue mask ``predict_slides`` wrote for ``slide_id`` under ``out_dir``, shrunk here (on the
-    job's thread) to what the heatmap layer uses, or None."""
-    path = out_dir / "extraction" / "tissue" / f"{slide_id}_mask.png"
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L")
-            k = max_side / max(img.size)
-            if k < 1:
-                img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))),
-                                 Image.Resampling.BOX)
-            return np.asarray(img) >= 128
-    except (OSError, ValueError):
-        return None
+    """The tissue mask ``predict_slides`` wrote for ``slide_id``, shrunk here (on the job's thread) to what the
+    heatmap layer uses, or None."""
+    from dnd_engine.predict import extraction_tissue_mask
+    return extraction_tissue_mask(out_dir, slide_id, max_side)
 
 
 def merge_predictions_csv(path: Path, new_csv: str) -> None:

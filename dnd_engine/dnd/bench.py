@@ -50,14 +50,19 @@ def run_bench(features_dir: str | Path, labels_csv: str | Path, out_dir: str | P
                 progress(done, total, f"{_m} ({_k + 1}/{len(methods)}) {msg}")
         res = run_dnd_cv(features_dir, labels_csv, out / method, make_config(method), cv,
                          progress=method_progress, cancelled=cancelled, log=lambda m, _m=method: say(f"  {_m} {m}"))
-        s = res.summary
-        rows.append({"method": method, "folds": len(res.folds), "classes": len(res.class_names),
-                     **{f"{arm}_{k}_{stat}": s[f"{arm}_test_{k}"][stat]
-                        for arm in ("base", "dnd") for k in ("acc", "auc") for stat in ("mean", "std")},
-                     **{f"diff_{k}_{stat}": s[f"diff_test_{k}"][stat] for k in ("acc", "auc")
-                        for stat in ("mean", "std", "p", "p_wilcoxon")}})
+        rows.append(table_row(method, res))
         write_tables(out, rows, describe(make_config(methods[0]), cv, features_dir))
     return rows
+
+
+def table_row(method: str, res) -> Dict[str, object]:
+    """One method's row of the table from its cross-validated D&D result (``DnDCVResult``)."""
+    s = res.summary
+    return {"method": method, "folds": len(res.folds), "classes": len(res.class_names),
+            **{f"{arm}_{k}_{stat}": s[f"{arm}_test_{k}"][stat]
+               for arm in ("base", "dnd") for k in ("acc", "auc") for stat in ("mean", "std")},
+            **{f"diff_{k}_{stat}": s[f"diff_test_{k}"][stat] for k in ("acc", "auc")
+               for stat in ("mean", "std", "p", "p_wilcoxon")}}
 
 
 def describe(cfg: DnDConfig, cv: CVSettings, features_dir) -> str:
@@ -106,4 +111,4 @@ def write_tables(out: Path, rows: List[Dict[str, object]], protocol: str = "") -
     write_text_atomic(out / "table.md", markdown_table(rows, protocol))
 
 
-__all__ = ["markdown_table", "parse_methods", "run_bench", "write_tables"]
+__all__ = ["markdown_table", "parse_methods", "run_bench", "table_row", "write_tables"]

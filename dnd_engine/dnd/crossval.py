@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..atomic import ensure_dir, write_json_atomic, write_text_atomic
+from ..atomic import atomic_path, ensure_dir, write_json_atomic, write_text_atomic
 from ..bags import BagDataset, find_bags, read_labels, write_split
 from ..device import resolve_device
 from ..errors import DnDError
 from ..progress import CancelFn, ProgressFn, check_cancelled
 from ..training.cv import CVConfig, prepare_splits
 from ..training.metrics import mean_std
-from ..training.trainer import evaluate
+from ..training.trainer import evaluate, finite_or_none
 from .card import features_provenance, make_card, save_deployable
 from .pipeline import expected_steps, run_dnd
 from .presets import DnDConfig
@@ -59,14 +59,10 @@ class DnDCVResult:
     model_path: Path
 
 
-def _none_nan(v):
-    return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-
-
 def _fold_metrics(prefix: str, ev: Optional[Dict[str, object]]) -> Dict[str, object]:
     if ev is None:
         return {}
-    out = {f"{prefix}_{k}": _none_nan(float(ev[k])) for k in METRICS + ("loss",)}
+    out = {f"{prefix}_{k}": finite_or_none(float(ev[k])) for k in METRICS + ("loss",)}
     out[f"{prefix}_confusion"] = ev["confusion"]
     return out
 
@@ -150,8 +146,8 @@ def run_dnd_cv(features_dir: str | Path, labels_csv: str | Path, out_dir: str | 
         for c, expert in enumerate(result.experts):
             if len(test_ds):
                 ev = evaluate(expert, test_ds, device, cancelled)
-                res[f"expert_{c}_test_acc"] = _none_nan(float(ev["acc"]))
-                res[f"expert_{c}_test_auc"] = _none_nan(float(ev["auc"]))
+                res[f"expert_{c}_test_acc"] = finite_or_none(float(ev["acc"]))
+                res[f"expert_{c}_test_auc"] = finite_or_none(float(ev["auc"]))
         res["predictions"] = preds
         card = make_card(class_names=class_names, feature_dim=in_dim, provenance=provenance,
                          dnd={"preset": cfg.preset, "model": cfg.model, "n_clusters": cfg.n_clusters,
@@ -172,9 +168,8 @@ def run_dnd_cv(features_dir: str | Path, labels_csv: str | Path, out_dir: str | 
     summary = summarise(folds)
     best = max(range(len(folds)), key=lambda k: (folds[k].get("dnd_val_acc") or -1.0, -k))
     model_path = out / "model.safetensors"
-    tmp = out / ".model.safetensors.part"
-    shutil.copyfile(fold_dir_of(out, best) / "model.safetensors", tmp)
-    tmp.replace(model_path)
+    with atomic_path(model_path) as tmp:
+        shutil.copyfile(out / f"fold_{best}" / "model.safetensors", tmp)
     summary["deployed_fold"] = best
     all_preds = [p for f in folds for p in f.get("predictions", [])]
     write_text_atomic(out / "predictions.csv", predictions_csv(all_preds, class_names))
@@ -183,10 +178,6 @@ def run_dnd_cv(features_dir: str | Path, labels_csv: str | Path, out_dir: str | 
                                                        for f in folds], "summary": summary,
                                              "class_names": class_names, "dnd": settings})
     return DnDCVResult(out, class_names, folds, summary, model_path)
-
-
-def fold_dir_of(out: Path, i: int) -> Path:
-    return out / f"fold_{i}"
 
 
 def _fmt(v) -> str:

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from ..atomic import ensure_dir, write_json_atomic
+from ..atomic import atomic_path, ensure_dir, write_json_atomic
 from ..bags import BagDataset
 from ..device import resolve_device
 from ..errors import DnDError
@@ -133,12 +133,11 @@ def run_dnd(train_ds: BagDataset, val_ds: Optional[BagDataset], cfg: DnDConfig, 
         else:
             expert = _seeded_model(cfg, in_dim, n_classes, cfg.expert.seed + 1000 * (c + 1))
         r = train_model(expert, train_ds.subset(members), val_ds, cfg.expert, sub(f"experts/expert_{c}"),
-                        progress=lambda d, t, m: stage_progress(d, t, m), cancelled=cancelled,
+                        progress=stage_progress, cancelled=cancelled,
                         on_epoch=stage_epoch(f"expert_{c}"), tag=f"expert {c} ")
         histories[f"expert_{c}"] = r.history
         offset[0] += cfg.expert.epochs * len(members)
         experts.append(expert)
-    offset[0] = n * (cfg.base.epochs + cfg.expert.epochs)
     check_cancelled(cancelled)
 
     # 4. distillation -------------------------------------------------------------------------------------------
@@ -173,8 +172,6 @@ def _cluster_stage(base: MILModel, train_ds: BagDataset, cfg: DnDConfig, folder:
         clustering = legacy_random_partition(clustering, seed=cfg.seed)
     if folder is not None:
         from safetensors.torch import save_file
-
-        from ..atomic import atomic_path
         ensure_dir(folder)
         with atomic_path(folder / "representations.safetensors") as tmp:
             save_file({"representations": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))}, str(tmp),

@@ -66,12 +66,13 @@ def _blur(smap: np.ndarray, covered: np.ndarray, patch_px: float) -> np.ndarray:
 
 def render_heatmap(slide: Slide, coords, patch_size_level0: float, scores, *, level: Optional[int] = None,
                    max_side: int = 2048, colormap: str = "jet", alpha: float = 0.4, normalise: str = "percentile",
-                   threshold: Optional[float] = None, tissue: Optional[TissueMask] = None,
+                   threshold: Optional[float] = None, tissue: Optional[TissueMask | np.ndarray] = None,
                    blur: bool = False) -> Heatmap:
     """Render ``scores`` (one per patch, same order as ``coords``) over ``slide``.
 
     Without ``level`` the whole slide is drawn with its long side ``max_side`` px (read from the nearest finer
-    pyramid level, then shrunk). Colour is clipped to ``tissue`` (rescaled to the heatmap) and to the patch
+    pyramid level, then shrunk). Colour is clipped to ``tissue`` (a ``TissueMask``, or a mask array of the whole
+    slide at any scale, e.g. extraction's ``tissue/<slide>_mask.png``; rescaled to the heatmap) and to the patch
     footprints; ``threshold`` in [0, 1] hides normalised scores below it; ``blur`` smooths the scores first.
     """
     colormap_lut(colormap)                      # an unknown name fails before any pixel is read
@@ -90,7 +91,8 @@ def render_heatmap(slide: Slide, coords, patch_size_level0: float, scores, *, le
 
     paint = covered.copy()
     if tissue is not None:
-        paint &= cv2.resize(tissue.mask.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0
+        mask = tissue.mask if isinstance(tissue, TissueMask) else np.asarray(tissue)
+        paint &= cv2.resize((mask > 0).astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0
     if threshold is not None:
         paint &= np.nan_to_num(smap, nan=-1.0) >= float(threshold)
 

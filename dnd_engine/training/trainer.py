@@ -164,7 +164,7 @@ def _load_weights(model: MILModel, path: Path) -> None:
     model.load_state_dict(load_file(str(path)), strict=True)
 
 
-def _finite(x: float) -> Optional[float]:
+def finite_or_none(x: float) -> Optional[float]:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
@@ -255,7 +255,7 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
         record: Dict[str, object] = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
         if val_ds is not None and len(val_ds):
             ev = evaluate(model, val_ds, device, cancelled)
-            record.update({"val_loss": ev["loss"], "val_acc": ev["acc"], "val_auc": _finite(ev["auc"]),
+            record.update({"val_loss": ev["loss"], "val_acc": ev["acc"], "val_auc": finite_or_none(ev["auc"]),
                            "val_balanced_acc": ev["balanced_acc"]})
         record["seconds"] = time.perf_counter() - t0
         if selection == "last":
