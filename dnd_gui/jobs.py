@@ -2,14 +2,16 @@
 
 A job's function receives a :class:`JobContext` that speaks the engine's protocol (``progress(done, total,
 message)``, ``cancelled()``, ``log(message)``) plus ``emit(result)`` for results that should reach the GUI
-before the job ends (one slide's prediction while the next is classified). Engine errors become one-line
-messages (state ``failed``), the engine's :class:`~dnd_engine.errors.Cancelled` becomes ``cancelled``, and any
-other exception is caught too, so a job can never take the window down. Jobs run one at a time: they are CPU
-and memory heavy, and two at once would only slow both.
+before the job ends (one slide's prediction while the next is classified) and ``epoch(record)`` for training
+curves. Engine errors become one-line messages (state ``failed``; the full text goes to the job's log), the
+engine's :class:`~dnd_engine.errors.Cancelled` becomes ``cancelled``, and any other exception is caught too, so a
+job can never take the window down. Jobs run one at a time: they are CPU and memory heavy, and two at once would
+only slow both.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import itertools
 import threading
@@ -17,11 +19,15 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, Slot
 
 from dnd_engine.errors import Cancelled, DnDError
 
 from .background import lower_this_thread
+
+LOG_LINES_MAX = 5000          # a chatty job must not grow without bound; the newest lines are the useful ones
+PROGRESS_MIN_INTERVAL = 0.05  # s between progress updates on the GUI side; the trainer reports every bag
+EPOCH_SLICE_S = 0.008         # the most time one delivery of buffered epoch records may hold the GUI thread
 
 
 class JobState(str, enum.Enum):
@@ -43,7 +49,7 @@ class JobContext:
         self._job = job
 
     def progress(self, done: int, total: int, message: str = "") -> None:
-        self._job._progress_signal.emit(int(done), int(total), str(message))
+        self._job._post_progress(int(done), int(total), str(message))
 
     def cancelled(self) -> bool:
         return self._job._cancel.is_set()
@@ -54,41 +60,77 @@ class JobContext:
     def emit(self, result: Any) -> None:
         self._job._result_signal.emit(result)
 
+    def epoch(self, record: dict) -> None:
+        """One finished training epoch (the engine's ``on_epoch`` record); reaches ``Job.epoch`` on the GUI
+        thread, in order. A copy is sent, so the engine may reuse its dict."""
+        self._job._post_epoch(dict(record))
+
 
 JobFn = Callable[[JobContext], Any]
 _ids = itertools.count(1)
 
 
 class Job(QObject):
-    """One unit of background work. Signals fire on the GUI thread."""
+    """One unit of background work. Signals fire on the GUI thread.
+
+    ``kind`` and ``meta`` are the caller's own labels (say ``"train"`` and the project's job id), carried
+    untouched so the app can find its records again when the job ends.
+    """
 
     changed = Signal()               # state, progress or message
     result = Signal(object)          # a partial result the function emitted
+    epoch = Signal(object)           # a training epoch record the function sent (dict)
     finished = Signal(object)        # the job itself, once, when it ends in any state
     logged = Signal(str)
 
     _progress_signal = Signal(int, int, str)
     _result_signal = Signal(object)
+    _epoch_wake = Signal()
+    _progress_wake = Signal()
     _log_signal = Signal(str)
     _end_signal = Signal(str, str, object)  # state, message, return value
 
-    def __init__(self, title: str, fn: JobFn, parent: Optional[QObject] = None):
+    def __init__(self, title: str, fn: JobFn, parent: Optional[QObject] = None, *, kind: str = "",
+                 meta: Optional[dict] = None):
         super().__init__(parent)
         self.id = next(_ids)
         self.title = title
         self.fn = fn
+        self.kind = kind
+        self.meta: dict = dict(meta) if meta else {}
         self.state = JobState.QUEUED
         self.done = 0
         self.total = 0
         self.message = "waiting"
-        self.error = ""
+        self.error = ""          # one line, for a row or a status bar
+        self.error_detail = ""   # the whole reason, for a tooltip or a dialog
         self.value: Any = None
         self.log_lines: list[str] = []
         self.started_at: Optional[float] = None
         self.ended_at: Optional[float] = None
+        # ETA: shown once this long has passed and this much of the work is done, so the first noisy
+        # seconds (imports, the first slide's tissue mask) do not promise a wild figure
+        self.eta_after_s = 3.0
+        self.eta_min_fraction = 0.01
+        self._rate_base: Optional[tuple[float, float]] = None   # (time, fraction) of the first progress
+        self._rate_last: Optional[tuple[float, float]] = None
+        self._rate: Optional[float] = None                      # smoothed fraction per second
+        self._eta: Optional[tuple[float, float]] = None         # (seconds left, when estimated)
         self._cancel = threading.Event()
+        self._lock = threading.Lock()   # start vs cancel of a queued job: exactly one of them wins
+        self._started = False
+        # epoch records wait here; one queued wake-up delivers a batch (see _deliver_epochs)
+        self._post_lock = threading.Lock()   # worker → GUI hand-over of epochs and progress
+        self._epochs: collections.deque = collections.deque()
+        self._epochs_posted = False
+        # only the newest progress report is kept; the GUI takes it at most every PROGRESS_MIN_INTERVAL
+        self._progress_pending: Optional[tuple[int, int, str]] = None
+        self._progress_posted = False
+        self._progress_shown_at = -1e9
         self._progress_signal.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
         self._result_signal.connect(self.result, Qt.ConnectionType.QueuedConnection)
+        self._epoch_wake.connect(self._deliver_epochs, Qt.ConnectionType.QueuedConnection)
+        self._progress_wake.connect(self._deliver_progress, Qt.ConnectionType.QueuedConnection)
         self._log_signal.connect(self._on_log, Qt.ConnectionType.QueuedConnection)
         self._end_signal.connect(self._on_end, Qt.ConnectionType.QueuedConnection)
 
@@ -99,11 +141,15 @@ class Job(QObject):
         return min(1.0, self.done / self.total) if self.total > 0 else 0.0
 
     def cancel(self) -> None:
-        """Ask the job to stop at its next check; a queued job ends before it starts."""
+        """Ask the job to stop at its next check; a queued job ends at once and never runs."""
         if self.state.finished:
             return
-        self._cancel.set()
-        if self.state == JobState.RUNNING:
+        with self._lock:
+            self._cancel.set()
+            started = self._started
+        if not started:
+            self._on_end(JobState.CANCELLED.value, "cancelled before it started", None)
+        else:  # running, or started on the worker with the news not yet here
             self.message = "cancelling\u2026"
             self.changed.emit()
 
@@ -111,60 +157,160 @@ class Job(QObject):
     def cancel_requested(self) -> bool:
         return self._cancel.is_set()
 
+    def eta_seconds(self, now: Optional[float] = None) -> Optional[float]:
+        """Seconds left by the smoothed progress rate, counting down between updates; None until credible."""
+        if self.state != JobState.RUNNING or self._eta is None or self.started_at is None:
+            return None
+        now = time.monotonic() if now is None else now
+        if now - self.started_at < self.eta_after_s or self._rate_base is None \
+                or self.fraction - self._rate_base[1] < self.eta_min_fraction:
+            return None
+        left, at = self._eta
+        return max(0.0, left - (now - at))
+
     # --- worker side -------------------------------------------------------------------------------------
     def _run(self) -> None:
-        if self._cancel.is_set():
-            self._end_signal.emit(JobState.CANCELLED.value, "cancelled before it started", None)
-            return
+        with self._lock:
+            if self._cancel.is_set():
+                return  # cancelled while queued: the GUI side has already ended it
+            self._started = True
         self._progress_signal.emit(-1, -1, "")  # marks the start (RUNNING) on the GUI thread
         try:
             value = self.fn(JobContext(self))
-        except Cancelled:
-            self._end_signal.emit(JobState.CANCELLED.value, "cancelled by the user", None)
+        except Cancelled as exc:
+            self._end_signal.emit(JobState.CANCELLED.value, str(exc).strip() or "cancelled by the user", None)
         except DnDError as exc:
-            self._end_signal.emit(JobState.FAILED.value, str(exc).strip().splitlines()[0] if str(exc) else
-                                  type(exc).__name__, None)
+            text = str(exc).strip()
+            if "\n" in text:
+                self._log_signal.emit(text)  # the row shows the first line; the rest must not be lost
+            self._end_signal.emit(JobState.FAILED.value, text or type(exc).__name__, None)
         except Exception as exc:  # never let a worker exception vanish or crash the app
-            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            text = str(exc).strip()
+            detail = text.splitlines()[0][:300] if text else ""
             self._log_signal.emit(traceback.format_exc())
             self._end_signal.emit(JobState.FAILED.value,
-                                  f"unexpected error ({type(exc).__name__}{': ' + detail if detail else ''})", None)
+                                  f"unexpected error ({type(exc).__name__}{': ' + detail if detail else ''})"
+                                  + (f"\n{text}" if text and text != detail else ""), None)
         else:
             if self._cancel.is_set():
                 self._end_signal.emit(JobState.CANCELLED.value, "cancelled by the user", value)
             else:
                 self._end_signal.emit(JobState.DONE.value, "", value)
 
+    def _post_progress(self, done: int, total: int, message: str) -> None:
+        # The trainer reports every bag (thousands a second on small bags): one event each would flood the GUI
+        # thread. The newest report replaces an undelivered one, so the last one before a quiet stretch is the
+        # one shown, and nothing is lost but intermediate steps.
+        with self._post_lock:
+            self._progress_pending = (done, total, message)
+            wake = not self._progress_posted
+            self._progress_posted = True
+        if wake:
+            self._progress_wake.emit()
+
+    def _post_epoch(self, record: dict) -> None:
+        with self._post_lock:
+            self._epochs.append(record)
+            wake = not self._epochs_posted
+            self._epochs_posted = True
+        if wake:
+            self._epoch_wake.emit()
+
     # --- GUI side ----------------------------------------------------------------------------------------
+    @Slot()
+    def _deliver_epochs(self) -> None:
+        # One queued event per record would let a burst of fast epochs (tiny cohorts: hundreds a second) sit
+        # in the event queue and be handled in one long stretch; instead records are handed out in slices of
+        # at most EPOCH_SLICE_S, and the rest waits behind whatever else the window has to do.
+        deadline = time.perf_counter() + EPOCH_SLICE_S
+        while True:
+            with self._post_lock:
+                if not self._epochs:
+                    self._epochs_posted = False
+                    return
+                record = self._epochs.popleft()
+            self.epoch.emit(record)
+            if time.perf_counter() > deadline:
+                QTimer.singleShot(0, self._deliver_epochs)
+                return
+
+    @Slot()
+    def _deliver_progress(self) -> None:
+        wait = self._progress_shown_at + PROGRESS_MIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            QTimer.singleShot(int(wait * 1000) + 1, self._deliver_progress)
+            return
+        self._flush_progress()
+
+    def _flush_progress(self) -> None:
+        with self._post_lock:
+            pending, self._progress_pending = self._progress_pending, None
+            self._progress_posted = False
+        if pending is not None:
+            self._progress_shown_at = time.monotonic()
+            self._on_progress(*pending)
+
     @Slot(int, int, str)
     def _on_progress(self, done: int, total: int, message: str) -> None:
         if self.state.finished:
             return
+        now = time.monotonic()
         if done < 0:
             self.state = JobState.RUNNING
-            self.started_at = time.monotonic()
-            self.message = "starting\u2026"
+            self.started_at = now
+            self.message = "cancelling\u2026" if self._cancel.is_set() else "starting\u2026"
         else:
             self.done, self.total = done, total
             if message and not self._cancel.is_set():
                 self.message = message
+            self._sample_rate(now)
         self.changed.emit()
+
+    def _sample_rate(self, now: float) -> None:
+        # The first progress is the baseline (a resumed run jumps straight to where it stopped); then an
+        # exponential average over >= 1 s windows, seeded with the mean rate, so one slow bag does not swing it.
+        f = self.fraction
+        if self._rate_last is None or f < self._rate_last[1] - 1e-9:  # first sample, or the total grew
+            self._rate_base = self._rate_last = (now, f)
+            self._rate = self._eta = None
+            return
+        t_last, f_last = self._rate_last
+        if now - t_last < 1.0:
+            return
+        inst = (f - f_last) / (now - t_last)
+        if self._rate is None:
+            t0, f0 = self._rate_base
+            self._rate = (f - f0) / (now - t0)
+        else:
+            self._rate = 0.25 * inst + 0.75 * self._rate
+        self._rate_last = (now, f)
+        self._eta = ((1.0 - f) / self._rate, now) if self._rate > 0 else None
 
     @Slot(str)
     def _on_log(self, message: str) -> None:
         self.log_lines.append(message)
+        if len(self.log_lines) > LOG_LINES_MAX * 1.1:   # trim in chunks: cheap per line
+            del self.log_lines[:len(self.log_lines) - LOG_LINES_MAX]
         self.logged.emit(message)
 
     @Slot(str, str, object)
     def _on_end(self, state: str, message: str, value: Any) -> None:
+        if self.state.finished:
+            return
+        if self._epochs:   # epochs still being handed out: the job ends after its last one, as it did
+            QTimer.singleShot(0, lambda: self._on_end(state, message, value))
+            return
+        self._flush_progress()   # where it stopped, not where it was 50 ms before
         self.state = JobState(state)
         self.ended_at = time.monotonic()
         self.value = value
         if self.state == JobState.FAILED:
-            self.error = message
-        self.message = {JobState.DONE: "done", JobState.CANCELLED: "cancelled"}.get(self.state, message)
+            self.error_detail = message
+            self.error = message.splitlines()[0] if message else "failed"
+        self.message = {JobState.DONE: "done", JobState.CANCELLED: "cancelled"}.get(self.state, self.error)
         if self.state == JobState.CANCELLED and message and message != "cancelled by the user":
             self.message = message
+        self._eta = None
         self.changed.emit()
         self.finished.emit(self)
 
@@ -202,6 +348,9 @@ class JobQueue(QObject):
 
     def active(self) -> list[Job]:
         return [j for j in self.jobs if not j.state.finished]
+
+    def running(self) -> Optional[Job]:
+        return next((j for j in self.jobs if j.state == JobState.RUNNING), None)
 
     def cancel_all(self) -> None:
         for job in self.active():

@@ -8,6 +8,7 @@ failure becomes a one-line message in the status bar and a non-modal box, never 
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,13 @@ from typing import Optional, Sequence
 
 from PySide6.QtCore import QMimeData, QPointF, QRectF, QSettings, QStandardPaths, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPen
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QGraphicsRectItem, QMainWindow, QMessageBox,
-                               QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QGraphicsRectItem, QMainWindow, QMenu,
+                               QMessageBox, QScrollArea, QStackedWidget, QTabWidget, QWidget)
 
+from dnd_engine.project import ExtractionPlan, JobRecord, Project, ProjectError, TrainingPlan
 from dnd_engine.slides import SLIDE_EXTENSIONS, Slide, is_slide_path
 
+from .curves import TrainingCurves
 from .classification import (DEMO_MODEL, ClassifiedSlide, ModelLoader, ReadyModel, classify_job, labels_near,
                              read_labels_csv)
 from .exports import heatmap_geojson_job, heatmap_png_job
@@ -27,14 +30,18 @@ from .inspector import Inspector, model_label
 from .jobs import Job, JobQueue, JobState
 from .jobs_panel import JobsPanel
 from .predictions_view import PredictionsView
+from .project_session import ProjectSession
+from .results_view import ResultsView
 from .settings import AppSettings
 from .slide_list import SlideListPanel
 from .slide_loader import LoadedSlide, SlideLoader
 from .slide_properties import summary_line
+from .start_screen import StartScreen
 from .status_bar import ViewerStatus
 from .theme import apply_theme
 from .viewer import EMPTY_MESSAGE, MAGNIFICATION_PRESETS, SlideViewer
 from .viewer.heatmap_layer import HeatmapLayer, HeatmapStyle
+from .wizard import TrainingWizard
 
 APP_TITLE = "D&D Studio"
 MODEL_SUFFIXES = (".safetensors",)
@@ -51,6 +58,14 @@ def dropped_files(mime: QMimeData) -> list[str]:
     if not mime.hasUrls():
         return []
     return [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
+
+
+def _scrolling(widget: QWidget) -> QScrollArea:
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(widget)
+    return area
 
 
 def is_model_path(path: str) -> bool:
@@ -84,6 +99,7 @@ class MainWindow(QMainWindow):
     model_failed = Signal(str)          # one-line message
     prediction_shown = Signal(str)      # path whose prediction (and heatmap) the inspector now shows
     job_finished = Signal(object)       # Job
+    project_opened = Signal(object)     # ProjectSession
 
     def __init__(self, parent: Optional[QWidget] = None, *, settings: Optional[QSettings] = None,
                  output_root: Optional[Path] = None, model=_DEFAULT, theme: Optional[str] = None):
@@ -104,8 +120,29 @@ class MainWindow(QMainWindow):
         self._waiting_for_model: list[str] = []
         self.classify_on_drop = True
 
+        self.session: Optional[ProjectSession] = None
+        self.wizard: Optional[TrainingWizard] = None
+        self.resume_box: Optional[QMessageBox] = None
+        # asked before closing with jobs running; tests replace it
+        self.confirm_quit = self._confirm_quit_with_jobs
+
         self.view = SlideViewer(self)
-        self.setCentralWidget(self.view)
+        self.start_screen = StartScreen()
+        self.curves = TrainingCurves()
+        self.results = ResultsView()
+        self.workspace = QTabWidget()
+        self.workspace.setDocumentMode(True)
+        self.workspace.addTab(self.view, "Slide")
+        # pages with a large minimum size (results: about 900×630 px) scroll on a small screen instead of
+        # growing the window past it
+        self.curves_scroll = _scrolling(self.curves)
+        self.results_scroll = _scrolling(self.results)
+        self.workspace.addTab(self.curves_scroll, "Training")
+        self.workspace.addTab(self.results_scroll, "Results")
+        self.central = QStackedWidget()
+        self.central.addWidget(_scrolling(self.start_screen))
+        self.central.addWidget(self.workspace)
+        self.setCentralWidget(self.central)
         self.inspector = Inspector()
         self.properties = self.inspector.properties
         self.project = SlideListPanel()
@@ -151,6 +188,10 @@ class MainWindow(QMainWindow):
             self.load_model(model)
         else:
             self.project.model_box.show_none()
+        # The ~300k objects of torch, sklearn and Qt loaded so far live as long as the app. Moving them out of
+        # the cyclic collector's reach matters: a full collection triggered on a job's thread holds the GIL for
+        # 0.3-0.9 s here and froze the window while training ran.
+        gc.freeze()
 
     # --- construction ------------------------------------------------------------------------------------
     def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
@@ -202,6 +243,30 @@ class MainWindow(QMainWindow):
                 file_menu.addAction(item)
         file_menu.insertMenu(self.classify_action, self.recent_menu)
         self._refresh_recent_menu()
+
+        project_menu = self.menuBar().addMenu("&Project")
+        self.new_project_action = self._action("&New Project\u2026", lambda: self.new_project(),
+                                               QKeySequence("Ctrl+Shift+N"),
+                                               tip="Create a project folder for slides, labels, features and runs")
+        self.open_project_action = self._action("&Open Project\u2026", lambda: self.open_project(),
+                                                QKeySequence("Ctrl+Shift+O"))
+        self.recent_projects_menu = QMenu("Open &Recent Project", self)
+        self.close_project_action = self._action("&Close Project", self.close_project)
+        self.train_action = self._action("&Train a Model\u2026", self.open_wizard, QKeySequence("Ctrl+T"),
+                                         tip="The training wizard: data, preprocessing, MIL method and D&D settings")
+        self.resume_action = self._action("&Resume Interrupted Jobs", self.resume_jobs,
+                                          tip="Continue jobs that stopped when the app quit or crashed, from their "
+                                              "last checkpoints")
+        self.results_action = self._action("Show R&esults", lambda: self.show_tab(self.results_scroll))
+        self.curves_action = self._action("Show Training &Curves", lambda: self.show_tab(self.curves_scroll))
+        for item in (self.new_project_action, self.open_project_action, None, self.close_project_action, None,
+                     self.train_action, self.resume_action, None, self.curves_action, self.results_action):
+            if item is None:
+                project_menu.addSeparator()
+            else:
+                project_menu.addAction(item)
+        project_menu.insertMenu(self.close_project_action, self.recent_projects_menu)
+        self._refresh_recent_projects()
 
         view_menu = self.menuBar().addMenu("&View")
         self.fit_action = self._action("&Fit to Window", self.view.fit_to_window, QKeySequence("Ctrl+0"))
@@ -261,6 +326,13 @@ class MainWindow(QMainWindow):
         h.export_geojson.connect(self.choose_export_geojson)
         self.inspector.gallery.patch_clicked.connect(self.centre_on_patch)
         self.jobs.job_finished.connect(self._on_job_finished)
+        st = self.start_screen
+        st.new_project_requested.connect(lambda: self.new_project())
+        st.open_project_requested.connect(lambda: self.open_project())
+        st.open_slide_requested.connect(self.choose_slide)
+        st.recent_project_chosen.connect(lambda p: self.open_project(p))
+        self.results.slide_requested.connect(self.open_project_slide)
+        self.results.model_chosen.connect(self.use_project_model)
 
     # --- messages ----------------------------------------------------------------------------------------
     def _show_error(self, title: str, message: str, heading: str = "") -> None:
@@ -288,6 +360,7 @@ class MainWindow(QMainWindow):
     def open_slide(self, path: str) -> None:
         """Start opening ``path`` in the background; the outcome arrives as ``slide_loaded``/``slide_failed``."""
         path = os.path.abspath(str(path))
+        self.show_tab(self.view)
         self.statusBar().showMessage(f"Opening {Path(path).name}\u2026")
         if not self.view.has_slide():
             self.view.set_message(f"Opening {Path(path).name}\u2026")
@@ -776,6 +849,10 @@ class MainWindow(QMainWindow):
         has_slide = self.view.has_slide()
         self.classify_current_action.setEnabled(has_slide and self.model is not None)
         self.close_action.setEnabled(has_slide)
+        if hasattr(self, "close_project_action"):
+            has_project = getattr(self, "session", None) is not None
+            self.close_project_action.setEnabled(has_project)
+            self.resume_action.setEnabled(has_project and bool(self.session.interrupted()))
 
     # --- help ----------------------------------------------------------------------------------------------
     def about_model(self) -> None:
@@ -794,10 +871,210 @@ class MainWindow(QMainWindow):
                           f"<b>{APP_TITLE}</b> {__version__}<p>Whole-slide image classification with multiple "
                           "instance learning and Divide-and-Distill. Research software: not for diagnosis.</p>")
 
+    # --- projects ------------------------------------------------------------------------------------------
+    def show_tab(self, widget: QWidget) -> None:
+        """Leave the start screen for the workspace and bring ``widget`` (viewer, curves, results) forward."""
+        self.central.setCurrentWidget(self.workspace)
+        self.workspace.setCurrentWidget(widget)
+
+    def _refresh_recent_projects(self) -> None:
+        menu = self.recent_projects_menu
+        menu.clear()
+        paths = self.settings.recent_projects()
+        for path in paths:
+            menu.addAction(path, lambda _=False, p=path: self.open_project(p))
+        menu.setEnabled(bool(paths))
+        self.start_screen.set_recent(paths)
+
+    def new_project(self, folder: Optional[str] = None) -> Optional[ProjectSession]:
+        """Create a project in ``folder`` (asked for when not given) and open it."""
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "New Project \u2014 choose an empty folder",
+                                                      self.settings.last_dir("projects"))
+            if not folder:
+                return None
+        try:
+            project = Project.create(folder)
+        except (ProjectError, OSError) as exc:
+            self._show_error("New Project", str(exc), "The project could not be created")
+            return None
+        self.settings.set_last_dir("projects", str(Path(folder).parent))
+        return self._set_project(project)
+
+    def open_project(self, folder: Optional[str] = None) -> Optional[ProjectSession]:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Open Project", self.settings.last_dir("projects"))
+            if not folder:
+                return None
+        try:
+            project = Project.open(folder)
+        except ProjectError as exc:
+            self._show_error("Open Project", str(exc), "This folder is not a project")
+            return None
+        if self.session is not None and self.session.project.root == project.root:
+            return self.session
+        return self._set_project(project)
+
+    def close_project(self) -> bool:
+        """Close the open project; refused (False) while its jobs run and the user does not confirm."""
+        if self.session is None:
+            return True
+        active = self.session.active_jobs()
+        if active and not self.confirm_quit(len(active)):
+            return False
+        for job in active:
+            job.cancel()
+        self.session.deleteLater()
+        self.session = None
+        self.curves.clear()
+        self.results.set_runs([])
+        self.setWindowTitle(APP_TITLE)
+        self._refresh_actions()
+        return True
+
+    def _set_project(self, project: Project) -> Optional[ProjectSession]:
+        if not self.close_project():
+            return None
+        session = ProjectSession(project, self.jobs, self)
+        self.session = session
+        session.epoch.connect(self.curves.add_record)
+        session.train_started.connect(self._on_train_started)
+        session.run_finished.connect(self._on_run_finished)
+        session.changed.connect(self._on_project_changed)
+        self.settings.add_recent_project(str(project.root))
+        self._refresh_recent_projects()
+        for path in project.slides:
+            self.add_slide_record(path)
+        missing = project.missing_slides()
+        for path in missing:
+            self.project.set_status(path, "file not found", "failed")
+        runs = [d for d in project.run_dirs() if d.is_dir()]
+        if runs:
+            self.curves.load_history(runs[-1])
+        self.refresh_results()
+        model = project.model_path
+        if model is not None and model.is_file():
+            self.load_model(model)
+        self.setWindowTitle(f"{project.name} \u2014 {APP_TITLE}")
+        self.central.setCurrentWidget(self.workspace)
+        self.statusBar().showMessage(
+            f"Project {project.name}: {len(project.slides)} slides"
+            + (f" ({len(missing)} not found)" if missing else "") + f", {len(project.runs)} runs", 10000)
+        interrupted = session.interrupted()
+        if interrupted:
+            self._offer_resume(interrupted)
+        self._refresh_actions()
+        self.project_opened.emit(session)
+        return session
+
+    def _on_project_changed(self) -> None:
+        if self.session is None:
+            return
+        for path in self.session.project.slides:
+            self.add_slide_record(path)
+        self.refresh_results()
+
+    def _on_train_started(self, run_dir: str, title: str) -> None:
+        """One training run's curves at a time: its finished folds (a resumed run) from disk, then live epochs."""
+        self.curves.clear()
+        if Path(run_dir).is_dir():
+            self.curves.load_history(run_dir)
+        self.workspace.setTabText(self.workspace.indexOf(self.curves_scroll),
+                                  f"Training \u2014 {title}".replace("&", "&&"))  # "&" would be a mnemonic
+
+    def _on_run_finished(self, run_dir: str) -> None:
+        self.refresh_results()
+        model = self.session.project.model_path if self.session is not None else None
+        # a first trained model replaces no model or the demo, never a model the user chose
+        if model is not None and model.is_file() and (self.model is None or self.model.is_demo):
+            self.load_model(model)
+
+    def refresh_results(self) -> None:
+        if self.session is None:
+            self.results.set_runs([])
+            return
+        self.results.set_runs([d for d in self.session.project.run_dirs() if (d / "summary.json").is_file()])
+
+    def _offer_resume(self, records: Sequence[JobRecord]) -> None:
+        names = "".join(f"<li>{r.title} \u2014 {r.message or r.state}</li>" for r in records[:8])
+        box = QMessageBox(QMessageBox.Icon.Information, APP_TITLE,
+                          f"{len(records)} job{'s' if len(records) != 1 else ''} of this project stopped before "
+                          "finishing.", parent=self)
+        box.setInformativeText(f"<ul>{names}</ul>Resume them now? They continue from their last checkpoints "
+                               "(Project \u25b8 Resume Interrupted Jobs later).")
+        box.setStandardButtons(QMessageBox.StandardButton.Cancel)
+        resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
+        box.button(QMessageBox.StandardButton.Cancel).setText("Later")
+        box.setModal(False)
+        box.buttonClicked.connect(lambda b: self.resume_jobs() if b is resume else None)
+        self.resume_box = box
+        box.show()
+
+    def resume_jobs(self) -> list:
+        if self.session is None:
+            return []
+        jobs = self.session.resume()
+        if jobs:
+            self.show_tab(self.curves_scroll)
+            self.jobs_dock.raise_()
+            self.statusBar().showMessage(f"Resumed {len(jobs)} job{'s' if len(jobs) != 1 else ''}", 8000)
+        else:
+            self.statusBar().showMessage("No interrupted jobs to resume", 5000)
+        self._refresh_actions()
+        return jobs
+
+    def open_wizard(self) -> Optional[TrainingWizard]:
+        """The training wizard for the open project (a new project is created first when none is open)."""
+        if self.session is None and self.new_project() is None:
+            return None
+        if self.wizard is not None and self.wizard.isVisible():
+            self.wizard.raise_()
+            return self.wizard
+        self.wizard = TrainingWizard(self.session.project, self)
+        self.wizard.launch_requested.connect(self.launch_training)
+        self.wizard.setWindowModality(Qt.WindowModality.WindowModal)
+        self.wizard.show()
+        return self.wizard
+
+    def launch_training(self, extraction: Optional[ExtractionPlan], training: TrainingPlan) -> list:
+        if self.session is None:
+            return []
+        try:
+            jobs = self.session.launch(extraction, training)
+        except ProjectError as exc:
+            self._show_error("Train", str(exc), "The jobs could not be started")
+            return []
+        for path in self.session.project.slides:
+            self.add_slide_record(path)
+        self.show_tab(self.curves_scroll)
+        self.jobs_dock.raise_()
+        self.statusBar().showMessage(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} queued", 8000)
+        return jobs
+
+    def open_project_slide(self, sid: str) -> None:
+        path = self.session.project.slide_path(sid) if self.session is not None else None
+        if path is None or not path.is_file():
+            self.statusBar().showMessage(f"{sid}: the slide file is not linked to this project (features only)"
+                                         if path is None else f"{sid}: {path} not found", 8000)
+            return
+        self.add_slide_record(str(path))
+        self.open_slide(str(path))
+
+    def use_project_model(self, path: str) -> None:
+        """Make ``path`` the project's classification model and load it."""
+        if self.session is not None:
+            try:
+                self.session.set_model(path)
+            except ProjectError as exc:
+                self._show_error("Model", str(exc))
+                return
+        self.load_model(path)
+
     # --- shutdown ------------------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Cancel jobs, stop every worker and close the open slide; safe to call more than once."""
         self.jobs.shutdown()
+        self.results.shutdown()
         self._loader.shutdown()
         self._model_loader.shutdown()
         self.inspector.gallery.wait()
@@ -806,7 +1083,22 @@ class MainWindow(QMainWindow):
             self.slide.close()
             self.slide = None
 
+    def _confirm_quit_with_jobs(self, n: int) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Question, APP_TITLE,
+                          f"{n} job{'s are' if n != 1 else ' is'} still running or queued.", parent=self)
+        box.setInformativeText("Quit anyway? Training and extraction keep their checkpoints: reopen the project "
+                               "and choose Project \u25b8 Resume Interrupted Jobs to continue.")
+        box.setStandardButtons(QMessageBox.StandardButton.Cancel)
+        quit_button = box.addButton("Quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is quit_button
+
     def closeEvent(self, event) -> None:
+        active = self.jobs.active()
+        if active and not self.confirm_quit(len(active)):
+            event.ignore()
+            return
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.shutdown()

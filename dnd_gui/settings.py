@@ -1,4 +1,4 @@
-"""What the app remembers between runs (QSettings): recent slides, theme, window layout, last folders.
+"""What the app remembers between runs (QSettings): recent slides and projects, theme, window layout, last folders.
 
 One small typed wrapper, so keys are spelled once and tests can point it at a throw-away INI file.
 """
@@ -33,6 +33,22 @@ class AppSettings:
 
     def clear_recent(self) -> None:
         self.qsettings.setValue("recent_files", [])
+
+    # --- recent projects ---------------------------------------------------------------------------------
+    def recent_projects(self) -> list[str]:
+        value = self.qsettings.value("recent_projects", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    def add_recent_project(self, path: str) -> list[str]:
+        path = str(Path(path).resolve())
+        items = [path] + [p for p in self.recent_projects() if p != path]
+        self.qsettings.setValue("recent_projects", items[:MAX_RECENT])
+        return items[:MAX_RECENT]
+
+    def remove_recent_project(self, path: str) -> None:
+        self.qsettings.setValue("recent_projects", [p for p in self.recent_projects() if p != str(path)])
 
     # --- appearance and layout ---------------------------------------------------------------------------
     def theme(self) -> str:

@@ -151,7 +151,7 @@ def test_magnification_the_slide_cannot_reach_is_refused(synth_model):
         check_slide({"magnification": 40.0}, slide)
 
 
-def test_demo_runs_the_whole_job_and_finds_the_lesions(capsys, tmp_path, monkeypatch):
+def test_demo_runs_end_to_end_and_finds_the_lesions(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "demo", "--out", tmp_path / "demo")
     assert code == 0, err[-2000:]

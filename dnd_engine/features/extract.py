@@ -72,6 +72,8 @@ class ExtractConfig:
     compile: str = "auto"                       # auto | on | off: torch.compile the encoder (see Extractor)
     reader: str = "auto"                        # auto | tiles | openslide: how patches are read (see READERS)
     overwrite: bool = False
+    mp_context: Optional[str] = None            # fork | forkserver | spawn for the reading processes (None: the
+    #                                             platform's default; a Qt app must not fork its threads)
 
     def patch_params(self) -> PatchParams:
         return PatchParams(magnification=self.magnification, patch_size=self.patch_size, overlap=self.overlap,
@@ -244,6 +246,8 @@ def _loader(sampler, config: ExtractConfig, device: torch.device, workers: int) 
               pin_memory=device.type == "cuda")
     if workers > 0:
         kw.update(prefetch_factor=4, persistent_workers=False)
+        if config.mp_context:
+            kw.update(multiprocessing_context=config.mp_context)
     return DataLoader(PatchReader(), **kw)
 
 

@@ -1,0 +1,196 @@
+"""A project folder: the slides it links to, its labels, features, runs and the model it classifies with.
+
+The manifest (``project.json``) is small, human-readable JSON. Paths inside the project are stored relative to
+it, so the folder can be moved or shared; slides and feature folders the user already had are linked by absolute
+path and never copied. Labels are copied in (a few kilobytes), so a later edit of the user's CSV cannot silently
+change what a finished run was trained on; where they came from is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..atomic import atomic_path, ensure_dir, write_json_atomic
+from ..bags import find_bags, read_labels
+from ..bags.labels import LabelTable
+from ..errors import DnDError
+from ..features.extract import find_slides
+from ..slides.slide import is_slide_path, slide_id
+
+MANIFEST = "project.json"
+FORMAT = 1
+LABELS = "labels.csv"
+
+
+class ProjectError(DnDError):
+    pass
+
+
+def now_iso() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class Project:
+    root: Path
+    name: str
+    created: str = field(default_factory=now_iso)
+    slides: List[str] = field(default_factory=list)     # absolute paths, linked
+    labels: Optional[str] = None                         # LABELS (a copy inside the project) or None
+    labels_source: Optional[str] = None                  # the file the user picked
+    features: Optional[str] = None                      # a folder of bags: relative (extracted here) or absolute
+    extraction: Dict[str, object] = field(default_factory=dict)  # settings of the extraction that made them
+    runs: List[str] = field(default_factory=list)        # relative run folders, oldest first
+    model: Optional[str] = None                          # the model used for classification
+
+    # --- create / open / save ----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike, name: Optional[str] = None) -> "Project":
+        root = Path(root).expanduser().resolve()
+        if (root / MANIFEST).is_file():
+            raise ProjectError(f"{root} is already a project; open it instead")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root} is a file, not a folder")
+        ensure_dir(root)
+        project = cls(root=root, name=name or root.name)
+        project.save()
+        return project
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "Project":
+        root = Path(root).expanduser().resolve()
+        if root.name == MANIFEST:
+            root = root.parent
+        path = root / MANIFEST
+        if not path.is_file():
+            raise ProjectError(f"{root} is not a D&D Studio project (no {MANIFEST})")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ProjectError(f"{path}: unreadable project manifest ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ProjectError(f"{path}: not a project manifest of format {FORMAT} "
+                               f"(found {data.get('format') if isinstance(data, dict) else type(data).__name__})")
+        known = {k: data[k] for k in ("name", "created", "slides", "labels", "labels_source", "features",
+                                      "extraction", "runs", "model") if k in data}
+        return cls(root=root, **known)
+
+    def save(self) -> None:
+        data = {"format": FORMAT, "app": "D&D Studio", "saved": now_iso(), **asdict(self)}
+        data.pop("root")
+        write_json_atomic(self.root / MANIFEST, data)
+
+    # --- paths -------------------------------------------------------------------------------------------
+    def resolve(self, path: Optional[str]) -> Optional[Path]:
+        if path is None:
+            return None
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """Inside the project: relative (the folder stays movable); outside: absolute."""
+        p = Path(path).resolve()
+        try:
+            return p.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(p)
+
+    @property
+    def labels_path(self) -> Optional[Path]:
+        return self.resolve(self.labels)
+
+    @property
+    def features_dir(self) -> Optional[Path]:
+        return self.resolve(self.features)
+
+    @property
+    def model_path(self) -> Optional[Path]:
+        return self.resolve(self.model)
+
+    def run_dirs(self) -> List[Path]:
+        return [self.resolve(r) for r in self.runs]
+
+    # --- slides ------------------------------------------------------------------------------------------
+    def set_slides(self, source: str | os.PathLike | List[str]) -> List[Path]:
+        """Link a folder of slides or a list of files; ids must be unique (they name the feature files)."""
+        if isinstance(source, (list, tuple)):
+            paths = [Path(p).expanduser().resolve() for p in source]
+            bad = [p.name for p in paths if not p.is_file() or not is_slide_path(p)]
+            if bad:
+                raise ProjectError(f"not slide files: {', '.join(bad[:5])}")
+        else:
+            paths = [p.resolve() for p in find_slides(Path(source).expanduser())]
+        seen: Dict[str, Path] = {}
+        for p in paths:
+            sid = slide_id(p)
+            if sid in seen:
+                raise ProjectError(f"two slides share the id {sid!r}: {seen[sid]} and {p}")
+            seen[sid] = p
+        self.slides = [str(p) for p in paths]
+        return paths
+
+    def slide_paths(self) -> Dict[str, Path]:
+        return {slide_id(p): Path(p) for p in self.slides}
+
+    def missing_slides(self) -> List[str]:
+        return [p for p in self.slides if not Path(p).is_file()]
+
+    def slide_path(self, sid: str) -> Optional[Path]:
+        return self.slide_paths().get(sid)
+
+    # --- labels and features -----------------------------------------------------------------------------
+    def set_labels(self, csv_path: str | os.PathLike) -> LabelTable:
+        """Copy the CSV in; a file that cannot be read is refused and the project's labels stay as they were."""
+        src = Path(csv_path).expanduser().resolve()
+        table = read_labels(src)
+        with atomic_path(self.root / LABELS) as tmp:
+            shutil.copyfile(src, tmp)
+        self.labels, self.labels_source = LABELS, str(src)
+        return table
+
+    def label_table(self) -> Optional[LabelTable]:
+        return read_labels(self.labels_path) if self.labels_path is not None else None
+
+    def set_features(self, folder: str | os.PathLike) -> Dict[str, Path]:
+        """Use an existing folder of bags (ours, CLAM's or TRIDENT's); it must hold at least one bag."""
+        bags = find_bags(Path(folder).expanduser().resolve())
+        self.features = self.relative(Path(folder).expanduser())
+        return bags
+
+    def available_ids(self) -> List[str]:
+        """Slide ids training can use: those with feature bags, else the linked slides (to be extracted)."""
+        if self.features_dir is not None and self.features_dir.is_dir():
+            try:
+                return sorted(find_bags(self.features_dir))
+            except DnDError:
+                pass
+        return sorted(self.slide_paths())
+
+    def label_problems(self, folds: int = 0) -> List[str]:
+        table = self.label_table()
+        if table is None:
+            return ["no labels CSV chosen"]
+        return table.find_problems(available=self.available_ids(), folds=folds)
+
+    # --- runs and the model ------------------------------------------------------------------------------
+    def runs_root(self) -> Path:
+        return self.root / "runs"
+
+    def add_run(self, folder: str | os.PathLike) -> None:
+        rel = self.relative(folder)
+        if rel not in self.runs:
+            self.runs.append(rel)
+
+    def set_model(self, path: Optional[str | os.PathLike]) -> None:
+        if path is not None and not Path(path).is_file():
+            raise ProjectError(f"{path}: no such model file")
+        self.model = None if path is None else self.relative(path)
+
+
+__all__ = ["FORMAT", "LABELS", "MANIFEST", "Project", "ProjectError", "now_iso"]
