@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Type
 
@@ -21,6 +22,10 @@ def load_state_dict(path: str | os.PathLike, error: Type[DnDError] = DnDError) -
             sd = load_file(str(path))
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, which would run code from the file: never say that
+        raise error(f"cannot load weights file {path}: not a plain PyTorch state dict or safetensors file (files "
+                    "that need unpickling arbitrary objects are refused)") from None
     except Exception as exc:
         raise error(f"cannot load weights file {path}: {str(exc).splitlines()[0][:200]}") from None
     for key in ("state_dict", "model", "teacher"):

@@ -2,7 +2,8 @@
 
 ``--screenshot PATH`` renders the window to a PNG once the first slide given on the command line has loaded (or
 failed) — and, with ``--classify``, once its classification has ended — then exits, so the app can be checked on
-machines without a display (``QT_QPA_PLATFORM=offscreen``).
+machines without a display (``QT_QPA_PLATFORM=offscreen``). ``--selftest`` classifies the bundled sample slide
+with the demo model, without a window, prints one line and exits (:mod:`dnd_gui.selftest`): it checks an install.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from dnd_engine import __version__
@@ -19,6 +21,7 @@ from dnd_engine import __version__
 from .background import favour_the_ui_thread
 from .classification import DEMO_MODEL
 from .main_window import APP_TITLE, MainWindow
+from .selftest import resources_dir
 from .settings import THEMES
 
 SCREENSHOT_TIMEOUT_MS = 300_000
@@ -38,6 +41,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--screenshot", metavar="PATH",
                         help="save a PNG of the window once the slide has loaded (and been classified, with "
                              "--classify), then exit (0 if it loaded)")
+    parser.add_argument("--selftest", action="store_true",
+                        help="open the bundled sample slide, classify it with the demo model without a window, "
+                             "print the result and exit (0 if it worked): checks an install")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
@@ -85,13 +91,25 @@ def _arm_screenshot(app: QApplication, window: MainWindow, path: Path, wait_for_
         QTimer.singleShot(300, lambda: finish(0))
 
 
+def _app_icon() -> QIcon:
+    icon = QIcon()
+    for png in sorted((resources_dir() / "icons").glob("dnd-studio-*.png")):
+        icon.addFile(str(png))
+    return icon
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.selftest:
+        from .selftest import main as selftest
+        return selftest()
     favour_the_ui_thread()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv and sys.argv[0] else "dnd-studio"])
     app.setApplicationName(APP_TITLE)
     app.setOrganizationName(APP_TITLE)
     app.setApplicationVersion(__version__)
+    app.setDesktopFileName("dnd-studio")  # the .desktop file the installers write (its icon, on Wayland too)
+    app.setWindowIcon(_app_icon())
 
     model = None if args.no_model else (args.model or (DEMO_MODEL if DEMO_MODEL.is_file() else None))
     window = MainWindow(model=model, theme=args.theme)

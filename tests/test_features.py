@@ -129,3 +129,16 @@ def test_patch_dataset_matches_read_region_and_resize(cmu_slide):
         ref = np.asarray(s.read_region((1024, 1536), 0, (512, 512)).resize((224, 224), Image.Resampling.BILINEAR))
     assert ds[0].shape == (224, 224, 3) and ds[0].dtype == torch.uint8
     assert np.array_equal(ds[0].numpy(), ref)
+
+
+def test_weights_file_with_pickled_objects_is_refused_without_unsafe_advice(tmp_path):
+    import pickle
+
+    from dnd_engine.errors import DnDError
+    from dnd_engine.state_dicts import load_state_dict
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"weights": object}))
+    with pytest.raises(DnDError) as info:
+        load_state_dict(bad)
+    msg = str(info.value)
+    assert "refused" in msg and "weights_only=False" not in msg and "\n" not in msg
