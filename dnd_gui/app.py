@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
@@ -98,6 +98,23 @@ def _app_icon() -> QIcon:
     return icon
 
 
+class FileOpenHandler(QObject):
+    """macOS delivers a file double-clicked in Finder (or dropped on the Dock icon) as a ``FileOpen`` event to the
+    application, not as a command-line argument: route it to the window like a path given at start."""
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt naming)
+        if event.type() == QEvent.Type.FileOpen:
+            path = event.file() or event.url().toLocalFile()
+            if path:
+                self.window.open_path(path)
+                return True
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.selftest:
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = None if args.no_model else (args.model or (DEMO_MODEL if DEMO_MODEL.is_file() else None))
     window = MainWindow(model=model, theme=args.theme)
+    app.installEventFilter(FileOpenHandler(window))
     window.show()
     if args.screenshot:
         _arm_screenshot(app, window, Path(args.screenshot), wait_for_slide=bool(args.slides),

@@ -1051,6 +1051,20 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} queued", 8000)
         return jobs
 
+    def open_path(self, path: str) -> None:
+        """A path handed over by the system (a double-click in a file manager, Finder's open event): a project is
+        opened, a model loaded, a slide shown (not classified: the user only asked to look at it)."""
+        p = Path(path)
+        if p.name == "project.json" or (p.is_dir() and (p / "project.json").is_file()):
+            self.open_project(str(p.parent if p.name == "project.json" else p))
+        elif is_model_path(str(p)):
+            self.load_model(str(p))
+        elif is_slide_path(str(p)) and p.exists():
+            self.add_slide_record(str(p.resolve()))
+            self.open_slide(str(p))
+        else:
+            self._show_error("Open", f"{p.name}: not a slide, model or project", f"Cannot open {p.name}")
+
     def open_project_slide(self, sid: str) -> None:
         path = self.session.project.slide_path(sid) if self.session is not None else None
         if path is None or not path.is_file():

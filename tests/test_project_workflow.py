@@ -343,3 +343,25 @@ def test_project_close_with_running_jobs_asks_first(window, qtbot, tmp_path, bag
     window.close()
     _wait_jobs(qtbot, jobs)
     assert jobs[0].state.value == "cancelled"
+
+
+def test_project_and_slide_open_from_the_system_file_open_event(window, qtbot, tmp_path, cmu_slide):
+    """Finder's double-click arrives as a FileOpen event: a slide is shown (not classified), a project opened."""
+    from PySide6.QtGui import QFileOpenEvent
+    from PySide6.QtWidgets import QApplication
+    from dnd_gui.app import FileOpenHandler
+    app = QApplication.instance()
+    handler = FileOpenHandler(window)
+    app.installEventFilter(handler)
+    try:
+        with qtbot.waitSignal(window.slide_loaded, timeout=20_000):
+            QApplication.sendEvent(app, QFileOpenEvent(str(cmu_slide)))
+        assert window.current_path == str(cmu_slide.resolve())
+        assert not window.jobs.jobs, "opening a slide from the system must not classify it"
+        Project.create(tmp_path / "sysproj", name="From Finder")
+        QApplication.sendEvent(app, QFileOpenEvent(str(tmp_path / "sysproj" / "project.json")))
+        assert window.session is not None and window.session.project.name == "From Finder"
+        QApplication.sendEvent(app, QFileOpenEvent(str(tmp_path / "notes.txt")))
+        assert "not a slide, model or project" in window.last_error
+    finally:
+        app.removeEventFilter(handler)
