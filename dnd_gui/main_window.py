@@ -60,6 +60,15 @@ def dropped_files(mime: QMimeData) -> list[str]:
     return [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
 
 
+def _fill_menu(menu: QMenu, items) -> None:
+    """Actions in order; ``None`` is a separator."""
+    for item in items:
+        if item is None:
+            menu.addSeparator()
+        else:
+            menu.addAction(item)
+
+
 def _scrolling(widget: QWidget) -> QScrollArea:
     area = QScrollArea()
     area.setWidgetResizable(True)
@@ -234,13 +243,10 @@ class MainWindow(QMainWindow):
         self.close_action = self._action("Close Slide", self.close_slide, SK.Close)
         quit_action = self._action("&Quit", self.close, QKeySequence("Ctrl+Q"))
         quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        for item in (self.open_action, None, self.classify_action, self.classify_current_action,
-                     self.load_model_action, self.load_labels_action, None, self.export_png_action,
-                     self.export_geojson_action, self.export_csv_action, None, self.close_action, quit_action):
-            if item is None:
-                file_menu.addSeparator()
-            else:
-                file_menu.addAction(item)
+        _fill_menu(file_menu, (self.open_action, None, self.classify_action, self.classify_current_action,
+                               self.load_model_action, self.load_labels_action, None, self.export_png_action,
+                               self.export_geojson_action, self.export_csv_action, None, self.close_action,
+                               quit_action))
         file_menu.insertMenu(self.classify_action, self.recent_menu)
         self._refresh_recent_menu()
 
@@ -259,12 +265,9 @@ class MainWindow(QMainWindow):
                                               "last checkpoints")
         self.results_action = self._action("Show R&esults", lambda: self.show_tab(self.results_scroll))
         self.curves_action = self._action("Show Training &Curves", lambda: self.show_tab(self.curves_scroll))
-        for item in (self.new_project_action, self.open_project_action, None, self.close_project_action, None,
-                     self.train_action, self.resume_action, None, self.curves_action, self.results_action):
-            if item is None:
-                project_menu.addSeparator()
-            else:
-                project_menu.addAction(item)
+        _fill_menu(project_menu, (self.new_project_action, self.open_project_action, None,
+                                  self.close_project_action, None, self.train_action, self.resume_action, None,
+                                  self.curves_action, self.results_action))
         project_menu.insertMenu(self.close_project_action, self.recent_projects_menu)
         self._refresh_recent_projects()
 
@@ -849,10 +852,9 @@ class MainWindow(QMainWindow):
         has_slide = self.view.has_slide()
         self.classify_current_action.setEnabled(has_slide and self.model is not None)
         self.close_action.setEnabled(has_slide)
-        if hasattr(self, "close_project_action"):
-            has_project = getattr(self, "session", None) is not None
-            self.close_project_action.setEnabled(has_project)
-            self.resume_action.setEnabled(has_project and bool(self.session.interrupted()))
+        has_project = self.session is not None
+        self.close_project_action.setEnabled(has_project)
+        self.resume_action.setEnabled(has_project and bool(self.session.interrupted()))
 
     # --- help ----------------------------------------------------------------------------------------------
     def about_model(self) -> None:
@@ -943,8 +945,7 @@ class MainWindow(QMainWindow):
         session.changed.connect(self._on_project_changed)
         self.settings.add_recent_project(str(project.root))
         self._refresh_recent_projects()
-        for path in project.slides:
-            self.add_slide_record(path)
+        self._list_project_slides()
         missing = project.missing_slides()
         for path in missing:
             self.project.set_status(path, "file not found", "failed")
@@ -967,11 +968,14 @@ class MainWindow(QMainWindow):
         self.project_opened.emit(session)
         return session
 
+    def _list_project_slides(self) -> None:
+        for path in self.session.project.slides:
+            self.add_slide_record(path)
+
     def _on_project_changed(self) -> None:
         if self.session is None:
             return
-        for path in self.session.project.slides:
-            self.add_slide_record(path)
+        self._list_project_slides()
         self.refresh_results()
 
     def _on_train_started(self, run_dir: str, title: str) -> None:
@@ -1044,8 +1048,7 @@ class MainWindow(QMainWindow):
         except ProjectError as exc:
             self._show_error("Train", str(exc), "The jobs could not be started")
             return []
-        for path in self.session.project.slides:
-            self.add_slide_record(path)
+        self._list_project_slides()
         self.show_tab(self.curves_scroll)
         self.jobs_dock.raise_()
         self.statusBar().showMessage(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} queued", 8000)

@@ -28,16 +28,23 @@ from .manifest import Project, ProjectError
 FEATURES = "features"
 
 
-def _from_dict(cls, data: Dict[str, object]):
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ProjectError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
-    return cls(**data)
+class _JsonPlan:
+    """A plan kept in a job record: plain JSON out, and back in with unknown settings refused."""
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ProjectError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
+        return cls(**data)
 
 
 @dataclass
-class ExtractionPlan:
+class ExtractionPlan(_JsonPlan):
     extractor: str = "resnet50_trunc"
     magnification: float = 10.0
     patch_size: int = 256
@@ -59,15 +66,9 @@ class ExtractionPlan:
                              magnification=self.magnification, patch_size=self.patch_size, device=self.device,
                              min_tissue=self.min_tissue)
 
-    to_dict = asdict
-
-    @classmethod
-    def from_dict(cls, data):
-        return _from_dict(cls, dict(data))
-
 
 @dataclass
-class TrainingPlan:
+class TrainingPlan(_JsonPlan):
     name: str = "run"
     methods: List[str] = field(default_factory=lambda: ["abmil"])
     preset: str = "paper"
@@ -114,12 +115,6 @@ class TrainingPlan:
 
     def run_dir(self, project: Project, method: str) -> Path:
         return project.runs_root() / self.name / method
-
-    to_dict = asdict
-
-    @classmethod
-    def from_dict(cls, data):
-        return _from_dict(cls, dict(data))
 
 
 # --- estimate --------------------------------------------------------------------------------------------
@@ -215,7 +210,8 @@ def run_extraction(project: Project, plan: ExtractionPlan, *, progress: Optional
     slides = project.slide_paths()
     table = project.label_table()
     if table is not None:
-        slides = {s: p for s, p in slides.items() if s in set(table.slide_ids)}
+        labelled = set(table.slide_ids)
+        slides = {s: p for s, p in slides.items() if s in labelled}
     if not slides:
         raise ProjectError("no slides to extract: link a slides folder (and check that the labels name them)")
     missing = [str(p) for p in slides.values() if not p.is_file()]
