@@ -1,13 +1,18 @@
-"""Where MambaMIL's training step goes on a GPU: S4MIL as the reference, a sweep of the scan's (block, sub-chunk)
-sizes, a profile of one step (kernel launches, the costliest ops) and ``torch.compile`` of the whole model.
+"""MambaMIL's training step on a GPU against S4MIL's: the fused Triton scan at several kernel shapes, and the
+blocked PyTorch scan (the path taken without Triton) as the reference.
 
-Usage (CUDA only): python benchmarks/mamba_scan_gpu.py [--n 10000] [--skip-compile]
+Prints, per N, S4MIL's step, MambaMIL's step with the blocked scan, and with the Triton scan for each
+(T tokens per chunk, BD channels per program, warps) — each as a ratio to S4MIL measured in the same process —
+plus the scan alone (forward + backward at MambaMIL's shapes: 2 × 1024 channels, d_state 16).
+
+Usage (CUDA only): python benchmarks/mamba_scan_gpu.py [--sizes 1000 10000] [--quick] [--profile]
+(the shape sweep runs at the largest size; ``--quick`` keeps the default shape only)
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,8 +23,21 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import dnd_engine.models.selective_scan as ss  # noqa: E402
 from dnd_engine.models import build_model  # noqa: E402
+from dnd_engine.models import scan_triton as st  # noqa: E402
+from dnd_engine.models import selective_scan as ss  # noqa: E402
+
+
+def _median_time(fn, reps: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def step_time(model, x, y, reps: int = 5) -> float:
@@ -29,56 +47,73 @@ def step_time(model, x, y, reps: int = 5) -> float:
         opt.zero_grad()
         F.cross_entropy(model(x).logits, y).backward()
         opt.step()
-    step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        step()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return _median_time(step, reps)
+
+
+def scan_time(L: int, reps: int = 5) -> float:
+    """Forward + backward of the scan alone (no D term) at MambaMIL's shapes."""
+    dev = torch.device("cuda")
+    g = torch.Generator(device=dev).manual_seed(0)
+    u = torch.randn(L, 2048, device=dev, generator=g)
+    dl = F.softplus(torch.randn(L, 2048, device=dev, generator=g) - 1)
+    A = -torch.exp(torch.randn(2048, 16, device=dev, generator=g))
+    B, C = (torch.randn(L, 2, 16, device=dev, generator=g) for _ in range(2))
+    dy = torch.randn(L, 2048, device=dev, generator=g)
+    sizes = ss.default_sizes(dev)
+
+    def run():
+        _, _, starts = ss.scan_forward(u, dl, A, B, C, None, *sizes)
+        ss.scan_backward(u, dl, A, B, C, starts, dy, None, *sizes)
+    return _median_time(run, reps)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--skip-compile", action="store_true")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[1000, 10_000])
+    ap.add_argument("--quick", action="store_true", help="only the default Triton shape")
+    ap.add_argument("--profile", action="store_true", help="kernel table of one MambaMIL step at the last size")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs CUDA")
         return 1
     dev = torch.device("cuda")
-    x, y = torch.randn(args.n, 1024, device=dev), torch.tensor([1], device=dev)
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton "
+          f"{getattr(st.triton, '__version__', 'absent')}", flush=True)
+    default = dict(st.CONFIG)
+    sweep = [(16, 16, 4), (16, 16, 8), (32, 8, 4), (32, 16, 4), (32, 16, 8), (32, 32, 8), (64, 8, 4), (64, 16, 8)]
+    for n in args.sizes:
+        # the sweep at the largest size only; the default shape everywhere
+        shapes = [tuple(default.values())] + ([] if args.quick or n != max(args.sizes) else
+                                              [c for c in sweep if c != tuple(default.values())])
+        x, y = torch.randn(n, 1024, device=dev), torch.tensor([1], device=dev)
 
-    def fresh(name):
-        torch.manual_seed(0)
-        return build_model(name, in_dim=1024, n_classes=2).to(dev).train()
-    s4 = step_time(fresh("s4mil"), x, y)
-    print(f"{torch.cuda.get_device_name()}, N={args.n}: s4mil {s4 * 1e3:.1f} ms per step", flush=True)
-    default = ss.DEFAULTS["cuda"]
-    for block, sub in itertools.product((8, 16, 32, 64), (2048, 10000, 16384)):
-        ss.DEFAULTS["cuda"] = (block, sub)
+        def fresh(name):
+            torch.manual_seed(0)
+            return build_model(name, in_dim=1024, n_classes=2).to(dev).train()
+        s4 = step_time(fresh("s4mil"), x, y)
+        print(f"N={n}: s4mil {s4 * 1e3:.1f} ms per step", flush=True)
+        os.environ["DND_SCAN_TRITON"] = "0"
         t = step_time(fresh("mambamil"), x, y, 3)
-        print(f"mambamil block {block} sub {sub}: {t * 1e3:.1f} ms = {t / s4:.1f}x s4mil", flush=True)
-    ss.DEFAULTS["cuda"] = default
-    m = fresh("mambamil")
-    step_time(m, x, y, 1)
-    from torch.profiler import ProfilerActivity, profile
-    opt = torch.optim.SGD(m.parameters(), lr=1e-4)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        opt.zero_grad()
-        F.cross_entropy(m(x).logits, y).backward()
-        opt.step()
-        torch.cuda.synchronize()
-    ev = prof.key_averages()
-    print("kernel launches", sum(e.count for e in ev if e.key.startswith("cudaLaunchKernel")))
-    print(ev.table(sort_by="self_cpu_time_total", row_limit=12))
-    if not args.skip_compile:
-        t0 = time.perf_counter()
-        cm = torch.compile(m)
-        t = step_time(cm, x, y)
-        print(f"torch.compile (whole model): {t * 1e3:.1f} ms per step (compile + warm-up {time.perf_counter() - t0:.0f} s)")
+        print(f"  mambamil, blocked PyTorch scan: {t * 1e3:.1f} ms = {t / s4:.1f}x; scan alone "
+              f"{scan_time(n) * 1e3:.1f} ms", flush=True)
+        os.environ["DND_SCAN_TRITON"] = "1"
+        for T, bd, warps in shapes:
+            st.CONFIG.update(T=T, BD=bd, warps=warps)
+            try:
+                t = step_time(fresh("mambamil"), x, y)
+                print(f"  mambamil, Triton T={T} BD={bd} warps={warps}: {t * 1e3:.1f} ms = {t / s4:.1f}x; "
+                      f"scan alone {scan_time(n) * 1e3:.2f} ms", flush=True)
+            except Exception as e:  # a shape that does not compile (registers, shared memory) is reported
+                print(f"  Triton T={T} BD={bd} warps={warps}: failed: {type(e).__name__}: {str(e)[:200]}")
+        st.CONFIG.update(default)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        m = build_model("mambamil", in_dim=1024, n_classes=2).to(dev).train()
+        step_time(m, x, y, 1)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            F.cross_entropy(m(x).logits, y).backward()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15))
     return 0
 
 

@@ -11,7 +11,7 @@ For each model (whatever ``dnd_engine.models`` registers; expected ones that are
     model on CPU, ``torch.cuda.max_memory_allocated`` on CUDA (also in a fresh subprocess).
 
 Usage: .venv/bin/python benchmarks/train_speed.py [--device auto|cpu|cuda] [--models mambamil s4mil ...]
-       [--sizes 1000 10000] [--steps 3] [--bags 200] [--instances 2000] [--skip-epoch] [--skip-memory]
+       [--sizes [1000 10000 ...]] [--steps 3] [--bags 200] [--instances 2000] [--skip-epoch] [--skip-memory]
        [--memory-n 100000] [--threads K] [--json OUT]
 """
 
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--models", nargs="+", default=None, help="default: every registered model")
-    ap.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000], help="instances per bag for (a)")
+    ap.add_argument("--sizes", nargs="*", type=int, default=[1000, 10000],
+                    help="instances per bag for (a); none (a bare --sizes) skips (a)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per size (after one warm-up)")
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--bags", type=int, default=200)

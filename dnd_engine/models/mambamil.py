@@ -22,7 +22,8 @@ their repeated ``self.apply(initialize_weights)``, so one seed gives the same we
 Deliberate differences:
 
 - No CUDA kernels needed: the scan is ``selective_scan.py`` (blocked, parallel over the sequence, hand-written
-  backward); mamba_ssm's ``selective_scan_fn`` is used only if it imports and the bag is on CUDA. The authors'
+  backward); on CUDA it runs as fused Triton kernels (``scan_triton.py``) when Triton imports, and mamba_ssm's
+  ``selective_scan_fn`` is used instead if it imports. The authors'
   non-fused fallback in srmamba.py is broken (undefined ``y_f``, overwritten x) and never ran; we follow their
   fused path (``mamba_inner_fn_no_out_proj``), whose math is ``mamba_inner_ref``.
 - Both branches gate with the same SiLU(z) (the SR branch's z is reordered and put back with its y), so we sum

@@ -11,7 +11,10 @@ per saved tensor (0.65 GB per 10k tokens for one Mamba branch); the D&D authors'
 at 1k instances and 54 s at 10k on an H200. mamba_ssm's CUDA ``selective_scan_fn`` is used when it imports and the
 tensors are on CUDA (and no start state is given), but it is never required.
 
-Design (measured on a 2-core CPU; the CUDA sizes follow the same reasoning about kernel launches, untested here):
+On CUDA, when Triton imports, ``scan_triton.py`` runs the same recurrence as two fused kernels (forward, backward)
+with the same contract; the blocked scan below is the CPU path and the fallback.
+
+Design of the blocked scan (measured on a 2-core CPU):
 
 - **Blocked two-pass scan, no overflow.** A sub-chunk of ``sub`` tokens is cut into blocks of ``block`` tokens.
   Pass 1 runs the recurrence inside every block at once from a zero state — a loop over the ``block`` positions,
@@ -50,6 +53,8 @@ import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
+
+from . import scan_triton
 
 LOG2E = 1.0 / math.log(2.0)
 
@@ -329,11 +334,17 @@ def _scan_backward(u, dl, A, B, C, starts, dy, dh_last, block, sub):
 
 
 def scan_forward(u, dl, A, B, C, h0, block, sub):
+    """y, last state and what the backward needs: the fused Triton kernels on CUDA (``scan_triton``), else the
+    blocked scan above."""
+    if scan_triton.supports(u, B):
+        return scan_triton.scan_forward(u, dl, A, B, C, h0)
     with _cpu_threads(u):
         return _scan_forward(u, dl, A, B, C, h0, block, sub)
 
 
 def scan_backward(u, dl, A, B, C, starts, dy, dh_last, block, sub):
+    if isinstance(starts, torch.Tensor):  # the forward took the Triton path (its start states are one tensor)
+        return scan_triton.scan_backward(u, dl, A, B, C, starts, dy, dh_last)
     with _cpu_threads(u):
         return _scan_backward(u, dl, A, B, C, starts, dy, dh_last, block, sub)
 
