@@ -25,7 +25,6 @@ without a GPU. Bags too long for int32 offsets (about 4M tokens at 2048 channels
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional
 
@@ -37,7 +36,6 @@ try:  # Triton ships with CUDA builds of torch; never required
 except Exception:  # pragma: no cover - depends on the install
     triton = None
 
-LOG2E = 1.0 / math.log(2.0)
 # Tests set this (with TRITON_INTERPRET=1 before import) to send CPU tensors through the kernels too.
 ALLOW_CPU = False
 _I32 = 2 ** 31
@@ -177,6 +175,8 @@ def scan_forward(u, dl, A, B, C, h0, block=None, sub=None):
     """Same contract as ``selective_scan.scan_forward``; ``starts`` is one (chunks, ch, n) tensor here."""
     T, bd, warps = CONFIG["T"], CONFIG["BD"], CONFIG["warps"]
     L, ch, G, n, dg, progs = _dims(u, B, bd)
+    u, dl, A, B, C = (x.contiguous() for x in (u, dl, A, B, C))   # the kernels index dense row-major tensors
+    h0 = None if h0 is None else h0.float().contiguous()
     y = torch.empty_like(u)
     h_last = u.new_empty(ch, n)
     starts = u.new_empty(-(-L // T), ch, n)
@@ -189,6 +189,7 @@ def scan_backward(u, dl, A, B, C, starts, dy, dh_last, block=None, sub=None):
     """Same contract as ``selective_scan.scan_backward``: (du, dΔ, dA, dB, dC, dh0)."""
     T, bd, warps = CONFIG["T"], CONFIG["BD"], CONFIG["warps"]
     L, ch, G, n, dg, progs = _dims(u, B, bd)
+    u, dl, A, B, C, dy = (x.contiguous() for x in (u, dl, A, B, C, dy))
     d_u, d_dl = torch.empty_like(u), torch.empty_like(dl)
     d_A, d_h0 = torch.empty_like(A), u.new_empty(ch, n)
     dBp, dCp = u.new_empty(progs, L, n), u.new_empty(progs, L, n)
