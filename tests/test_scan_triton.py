@@ -14,24 +14,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dnd_engine.models import build_model
 from dnd_engine.models import scan_triton as st
 from dnd_engine.models import selective_scan as ss
+from test_model_mambamil import _scan_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_triton = pytest.mark.skipif(st.triton is None, reason="Triton is not installed")
 
 
 def _inputs(L, ch, n, G, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(L, ch, generator=g)
-    dl = F.softplus(torch.randn(L, ch, generator=g) - 1)
-    A = -torch.exp(torch.randn(ch, n, generator=g))
-    B = torch.randn(L, G, n, generator=g)
-    C = torch.randn(L, G, n, generator=g)
-    h0 = torch.randn(ch, n, generator=g)
+    """The scan inputs of the MambaMIL tests (with a start state), plus gradients arriving at y and the last state."""
+    u, dl, A, B, C, _, h0 = _scan_inputs(L, ch, n, G, h0=True, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
     dy = torch.randn(L, ch, generator=g)
     dh = torch.randn(ch, n, generator=g)
     return [x.to(device) for x in (u, dl, A, B, C, h0, dy, dh)]

@@ -70,6 +70,21 @@ if triton is not None:
             return a1 * a2, a2 * b1 + b2
 
         @triton.jit
+        def _chunk_states(u_ptr, dl_ptr, B_ptr, C_ptr, t, tm, d, n, g, h, A2, CH, G, N: tl.constexpr):
+            """One chunk's inputs and states h_t from its start state ``h``: the forward computes them, the
+            backward recomputes them, with this one piece of code. Tokens past the end get Δ = 0 (h unchanged)."""
+            td = t[:, None] * CH + d[None, :]
+            dl = tl.load(dl_ptr + td, mask=tm, other=0.0)                                 # (T, BD)
+            u = tl.load(u_ptr + td, mask=tm, other=0.0)
+            tn = t[:, None] * (G * N) + g * N + n[None, :]
+            Bt = tl.load(B_ptr + tn, mask=tm, other=0.0)                                  # (T, N)
+            Ct = tl.load(C_ptr + tn, mask=tm, other=0.0)
+            a = tl.exp2(dl[:, :, None] * A2[None, :, :])                                  # (T, BD, N)
+            b = (dl * u)[:, :, None] * Bt[:, None, :]
+            ac, bc = tl.associative_scan((a, b), 0, _combine)
+            return td, dl, u, Bt, Ct, a, b, ac * h[None, :, :] + bc
+
+        @triton.jit
         def _fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, h0_ptr, y_ptr, hlast_ptr, starts_ptr,
                         L, CH, DG, G,
                         HAS_H0: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, N: tl.constexpr):
@@ -89,16 +104,8 @@ if triton is not None:
                 t = c * T + tt
                 tm = (t < L)[:, None]
                 tl.store(starts_ptr + c * CH * N + dn, h)
-                td = t[:, None] * CH + d[None, :]
-                dl = tl.load(dl_ptr + td, mask=tm, other=0.0)                             # (T, BD)
-                u = tl.load(u_ptr + td, mask=tm, other=0.0)
-                tn = t[:, None] * (G * N) + g * N + n[None, :]
-                Bt = tl.load(B_ptr + tn, mask=tm, other=0.0)                              # (T, N)
-                Ct = tl.load(C_ptr + tn, mask=tm, other=0.0)
-                a = tl.exp2(dl[:, :, None] * A2[None, :, :])                              # (T, BD, N)
-                b = (dl * u)[:, :, None] * Bt[:, None, :]
-                ac, bc = tl.associative_scan((a, b), 0, _combine)
-                hs = ac * h[None, :, :] + bc
+                td, dl, u, Bt, Ct, a, b, hs = _chunk_states(u_ptr, dl_ptr, B_ptr, C_ptr, t, tm, d, n, g, h, A2,
+                                                            CH, G, N)
                 y = tl.sum(hs * Ct[:, None, :], axis=2)                                   # (T, BD)
                 tl.store(y_ptr + td, y, mask=tm)
                 h = tl.sum(tl.where((tt == T - 1)[:, None, None], hs, 0.0), axis=0)      # padded tokens keep h
@@ -113,7 +120,7 @@ if triton is not None:
             d = pid * BD + tl.arange(0, BD)
             n = tl.arange(0, N)
             tt = tl.arange(0, T)
-            g_id = (pid * BD) // DG
+            g = (pid * BD) // DG
             dn = d[:, None] * N + n[None, :]
             A = tl.load(A_ptr + dn)
             A2 = A * 1.4426950408889634
@@ -129,20 +136,12 @@ if triton is not None:
                 t = c * T + tt
                 tm = (t < L)[:, None]
                 tm1 = (t + 1 < L)[:, None]
-                td = t[:, None] * CH + d[None, :]
-                dl = tl.load(dl_ptr + td, mask=tm, other=0.0)
-                dl_next = tl.load(dl_ptr + td + CH, mask=tm1, other=0.0)                   # Δ_{t+1}; 0 past the end
-                u = tl.load(u_ptr + td, mask=tm, other=0.0)
-                dy = tl.load(dy_ptr + td, mask=tm, other=0.0)
-                tn = t[:, None] * (G * N) + g_id * N + n[None, :]
-                Bt = tl.load(B_ptr + tn, mask=tm, other=0.0)
-                Ct = tl.load(C_ptr + tn, mask=tm, other=0.0)
                 h = tl.load(starts_ptr + c * CH * N + dn)
-                a = tl.exp2(dl[:, :, None] * A2[None, :, :])
+                td, dl, u, Bt, Ct, a, b, hs = _chunk_states(u_ptr, dl_ptr, B_ptr, C_ptr, t, tm, d, n, g, h, A2,
+                                                            CH, G, N)
+                dl_next = tl.load(dl_ptr + td + CH, mask=tm1, other=0.0)                   # Δ_{t+1}; 0 past the end
+                dy = tl.load(dy_ptr + td, mask=tm, other=0.0)
                 du_in = dl * u                                                            # (T, BD)
-                b = du_in[:, :, None] * Bt[:, None, :]
-                ac, bc = tl.associative_scan((a, b), 0, _combine)
-                hs = ac * h[None, :, :] + bc                                              # h_t
                 alpha = tl.exp2(dl_next[:, :, None] * A2[None, :, :])                      # a_{t+1}
                 beta = dy[:, :, None] * Ct[:, None, :]
                 gc, gb = tl.associative_scan((alpha, beta), 0, _combine, reverse=True)
