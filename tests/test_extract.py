@@ -149,3 +149,58 @@ def test_batches_span_slides_and_rows_land_in_the_right_file(tmp_path, cmu_slide
     for r in res:
         with h5py.File(r.features_h5, "r") as f:
             assert np.allclose(f["features"][:], F, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_slides_are_prepared_ahead_in_a_background_thread(tmp_path, cmu_slide, monkeypatch, threads):
+    """Tissue, grid and patch files of the next slides are made off the main thread (which feeds the encoder),
+    by one or several threads; results keep the cohort's order, a failing slide included."""
+    import threading
+    import time
+    from dnd_engine.features import extract as extract_mod
+
+    d = tmp_path / "slides"
+    d.mkdir()
+    for name in ("a", "c", "d"):
+        shutil.copy(cmu_slide, d / f"{name}.svs")
+    (d / "b.svs").write_text("not a slide")
+    real, seen = extract_mod._prepare_slide, []
+
+    def spy(index, path, *args):
+        seen.append((index, threading.current_thread().name, time.perf_counter()))
+        return real(index, path, *args)
+
+    monkeypatch.setattr(extract_mod, "_prepare_slide", spy)
+    monkeypatch.setattr(extract_mod, "prepare_threads", lambda: threads)
+    starts = []
+    res = extract_cohort(d, tmp_path / "out", ExtractConfig(num_workers=0, batch_size=4),
+                         slide_progress=lambda done, n, msg: starts.append(time.perf_counter()) if done == n else None)
+    assert [(r.slide_id, r.status) for r in res] == [("a", "done"), ("b", "failed"), ("c", "done"), ("d", "done")]
+    assert "not a slide" in res[1].error or "b.svs" in res[1].error
+    assert sorted(i for i, _, _ in seen) == [0, 1, 2, 3]          # each once (threads may start them out of order)
+    assert all(name.startswith("dnd-prepare") for _, name, _ in seen)
+    # slide 'c' (index 2) was being prepared before slide 'a' finished encoding: prepared ahead
+    assert {i: t for i, _, t in seen}[2] < starts[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_extraction_matches_the_cpu_row_for_row(tmp_path, cmu_slide):
+    """The GPU path (pieces sent as they arrive and batched on the device, one batch in flight while the
+    previous one is written) gives the CPU's features, in the same rows."""
+    from dnd_engine.features import build_extractor
+
+    d = tmp_path / "slides"
+    d.mkdir()
+    shutil.copy(cmu_slide, d / "a.svs")
+    shutil.copy(cmu_slide, d / "b.svs")
+    feats = {}
+    for dev in ("cpu", "cuda"):
+        ext = build_extractor("resnet50_trunc", random_init=True, device=dev, precision="fp32")
+        cfg = ExtractConfig(extractor="resnet50_trunc", num_workers=2, batch_size=5, device=dev, compile="off")
+        res = extract_cohort(d, tmp_path / dev, cfg, extractor=ext)
+        assert [r.status for r in res] == ["done", "done"]
+        feats[dev] = [h5py.File(r.features_h5, "r")["features"][:] for r in res]
+    for c, g in zip(feats["cpu"], feats["cuda"]):
+        assert c.shape == g.shape and len(c) % 5 != 0
+        cos = (c * g).sum(1) / (np.linalg.norm(c, axis=1) * np.linalg.norm(g, axis=1))
+        assert cos.min() > 0.999

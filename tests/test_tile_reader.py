@@ -129,6 +129,69 @@ def test_generic_tiled_tiff_codecs_match(tmp_path, compression):
         assert _mads(slide, spec, grid.coords).max() <= 0.5         # lossless tiles: the same pixels
 
 
+def _tiles_both_ways(reader: TileReader, n: int = 12):
+    """(OpenCV, PIL) decodes of the first ``n`` tiles of a reader's level, from the same spliced streams."""
+    s = reader.spec
+    th, tw = s.tile_height // s.scale, s.tile_width // s.scale
+    fast, ref = [], []
+    for i in range(min(n, s.tiles_across * s.tiles_down)):
+        data = reader.read_tile_bytes(i % s.tiles_across, i // s.tiles_across)
+        if reader._tables is not None:
+            data = reader._tables[:-2] + data[2:]
+        fast.append(tiles_mod._decode_jpeg_cv2(data, s.scale, reader._jpeg_mode == "RGB"))
+        ref.append(reader._decode_jpeg_pil(data, tw, th))
+    return fast, ref
+
+
+@pytest.mark.parametrize("scale,opencv_rgb", [(1, True), (2, True), (4, True), (8, True), (2, False)])
+def test_opencv_decodes_jpeg_tiles_exactly_as_pil(tmp_path, cmu_slide, scale, opencv_rgb, monkeypatch):
+    """The fast JPEG decoder is a speed change only: bit-identical tiles at every DCT scale, for Aperio's
+    RGB-coded tiles (the Adobe marker) and for ordinary YCbCr tiles; also through an OpenCV older than 4.10,
+    which has no RGB output flag (BGR, swapped)."""
+    if not opencv_rgb:
+        import cv2
+        monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB")
+        assert tiles_mod._cv2_flags(scale)[1] is True
+    ycbcr = write_pyramid(tmp_path / "ycbcr.svs", tissue_like(2048, 2048, seed=4), (1, 4), mpp=0.5, app_mag=20)
+    for path, photometric in ((cmu_slide, 2), (ycbcr, 6)):
+        with open_slide(path) as slide:
+            spec = plan_tiles(slide, _grid(slide, 10.0), 256, verify=0)
+        spec = tiles_mod.TileSpec(**{**spec.__dict__, "scale": scale})
+        assert spec.photometric == photometric
+        with TileReader(spec) as reader:
+            fast, ref = _tiles_both_ways(reader)
+        for a, b in zip(fast, ref):
+            assert a is not None and a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_opencv_decoder_is_checked_on_the_first_tile_and_pil_takes_over(cmu_slide, monkeypatch):
+    with open_slide(cmu_slide) as slide:
+        grid = _grid(slide, 10.0)
+        spec = plan_tiles(slide, grid, 256, verify=0)
+    coords = grid.coords[:6]
+    with TileReader(spec) as reader:
+        want = list(reader.read_patches(coords))
+        assert reader._use_cv2 is True
+    real = tiles_mod._decode_jpeg_cv2
+    monkeypatch.setattr(tiles_mod, "_decode_jpeg_cv2", lambda *a: 255 - real(*a))   # a decoder that disagrees
+    with TileReader(spec) as reader:
+        got = list(reader.read_patches(coords))
+        assert reader._use_cv2 is False
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_a_truncated_jpeg_tile_is_an_error_not_a_grey_patch(cmu_slide):
+    """libjpeg pads a truncated stream with grey and only warns; the reader must refuse it."""
+    with open_slide(cmu_slide) as slide:
+        spec = plan_tiles(slide, _grid(slide, 10.0), 256, verify=0)
+    with TileReader(spec) as reader:
+        reader.decode_tile(0, 0)                                   # the decoder check passes on a good tile
+        data = reader.read_tile_bytes(1, 0)
+        assert tiles_mod._decode_jpeg_cv2(reader._tables[:-2] + data[2:len(data) // 2], spec.scale, True) is None
+        with pytest.raises(DnDError, match=r"tile \(1, 0\).*corrupt"):
+            reader.decode_tile(1, 0, data[:len(data) // 2])
+
+
 def test_each_tile_is_decoded_once_per_call(cmu_slide):
     with open_slide(cmu_slide) as slide:
         everything = TissueMask(mask=np.ones((200, 150), bool), downsample=16.0)
@@ -189,6 +252,18 @@ def test_a_pixel_mismatch_makes_the_slide_ineligible(cmu_slide, monkeypatch):
     with open_slide(cmu_slide) as slide:
         with pytest.raises(TilesNotEligible, match="differ from openslide"):
             plan_tiles(slide, _grid(slide), 256)
+
+
+def test_a_dct_scale_mismatch_falls_back_to_a_finer_decode_not_to_read_region(cmu_slide, monkeypatch):
+    """At 1/2 the bundled slide differs from the reference by ~1 per patch, at 1/1 by 0 (the same decoder):
+    with the bound between the two, the tile reader must step to 1/1 and say why, and its patches must then
+    equal the reference exactly."""
+    monkeypatch.setattr(tiles_mod, "MAX_MEAN_ABS_DIFF", 0.3)
+    with open_slide(cmu_slide) as slide:
+        grid = _grid(slide)
+        spec = plan_tiles(slide, grid, 256)
+        assert spec.scale == 1 and "DCT 1/2 differed" in spec.describe() and "mean abs diff" in spec.describe()
+        assert _mads(slide, spec, _sample(grid.coords, 12)).max() == 0.0
 
 
 def test_extraction_falls_back_and_reports_the_reader(tmp_path, cmu_slide, no_part_files):

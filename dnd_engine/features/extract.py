@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Optional
@@ -106,10 +108,13 @@ def feature_dir_for(out_dir: str | os.PathLike, extractor: str) -> Path:
     return Path(out_dir) / f"features_{extractor}"
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers(device: torch.device | str = "cpu") -> int:
     """Reading processes: on a CPU the encoder shares the cores, so at most 4; a GPU needs every core reading."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(16 if torch.device(device).type == "cuda" else 4, cores))
+    return max(1, min(16 if torch.device(device).type == "cuda" else 4, _cores()))
 
 
 def _output_paths(out_dir: Path, extractor: str, sid: str) -> dict:
@@ -229,6 +234,16 @@ def _file_attrs(extractor: Extractor, config: ExtractConfig, plan: _SlidePlan) -
     }
 
 
+#: slides prepared (tissue, grid, patch files) in background threads ahead of the one being read
+PREPARE_AHEAD = 2
+
+
+def prepare_threads() -> int:
+    """Threads preparing slides: one per four cores, at most four (most of the work is in C: reading the
+    thumbnail, median blur, PNG/JPEG encoding). With small slides on a GPU the preparation, not the readers,
+    bounds the rate: about 0.4 s per slide, as long as 900 patches take to read on 16 cores."""
+    return max(1, min(4, _cores() // 4))
+
 #: most patches in one tile-reader work unit: a worker decodes a block's tiles once (see patch_blocks); larger
 #: blocks re-decode fewer border tiles but hold more decoded patches in flight per worker.
 BAND_PATCHES = 128
@@ -269,13 +284,9 @@ class _CohortStream:
 
     def __iter__(self):
         batch: list[PatchRequest] = []
-        for i, sp in enumerate(self.paths):
-            if self.cancelled is not None and self.cancelled():
-                break                                   # the main loop raises Cancelled
-            try:
-                plan = _prepare_slide(i, sp, self.out_dir, self.config, self.extractor)
-            except Exception as exc:
-                self.on_result(i, _failed(sp, exc))
+        for i, sp, plan in self._prepared():
+            if isinstance(plan, BaseException):
+                self.on_result(i, _failed(sp, plan))
                 continue
             if isinstance(plan, SlideResult):
                 self.on_result(i, plan)
@@ -294,15 +305,55 @@ class _CohortStream:
         if batch:
             yield batch
 
+    def _prepared(self):
+        """(index, path, plan, finished result or the exception) in cohort order, each slide prepared in
+        background threads (:func:`prepare_threads`) up to :data:`PREPARE_AHEAD` slides beyond those being
+        prepared, before the stream reaches it: the main thread, which feeds the encoder, must not stop for a
+        slide's tissue segmentation and files (about half a second on a large slide, as long as its patches
+        take to encode on a GPU)."""
+        pending: deque = deque()
+        todo = iter(enumerate(self.paths))
 
-def _full_batches(loader, batch_size: int):
+        def submit_next() -> None:
+            for i, sp in todo:
+                pending.append((i, sp, pool.submit(_prepare_slide, i, sp, self.out_dir, self.config,
+                                                   self.extractor)))
+                return
+
+        threads = prepare_threads()
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dnd-prepare")
+        try:
+            for _ in range(threads + PREPARE_AHEAD - 1):
+                submit_next()
+            while pending:
+                if self.cancelled is not None and self.cancelled():
+                    break                               # the main loop raises Cancelled
+                i, sp, fut = pending.popleft()
+                try:
+                    plan = fut.result()
+                except Exception as exc:
+                    plan = exc
+                submit_next()
+                yield i, sp, plan
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _full_batches(loader, batch_size: int, device: torch.device = torch.device("cpu")):
     """(imgs, requests, errors) regrouped into batches of ``batch_size`` (the last may be smaller): tile bands
-    come in blocks of any size, and the encoder runs best, and compiles once, on full batches."""
+    come in blocks of any size, and the encoder runs best, and compiles once, on full batches.
+
+    On a GPU each piece is sent as it arrives (pinned by the loader, so the copy is asynchronous) and the
+    batch is assembled there: concatenating on the host would copy every patch once more, into pageable
+    memory that the transfer then stages again.
+    """
     imgs: list[torch.Tensor] = []
     reqs: list = []
     errs: list = []
     n = 0
     for b_imgs, b_reqs, b_errs in loader:
+        if device.type == "cuda":
+            b_imgs = b_imgs.to(device, non_blocking=True)
         if n == 0 and len(b_reqs) == batch_size:
             yield b_imgs, b_reqs, b_errs
             continue
@@ -317,6 +368,30 @@ def _full_batches(loader, batch_size: int):
             n -= batch_size
     if n:
         yield (torch.cat(imgs) if len(imgs) > 1 else imgs[0]), reqs, errs
+
+
+def _encoded(batches, extractor: Extractor):
+    """(features as numpy, requests, errors) per batch. On a GPU the next batch is queued before the previous
+    one's features are waited for, so the host's bookkeeping and writes overlap the encoder and the transfer
+    of the next patches."""
+    if extractor.device.type != "cuda":
+        for imgs, reqs, errors in batches:
+            yield extractor(imgs).cpu().numpy(), reqs, errors
+        return
+    pending = None
+    for imgs, reqs, errors in batches:
+        feats = extractor(imgs)
+        host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+        host.copy_(feats, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        if pending is not None:
+            pending[1].synchronize()
+            yield pending[0].numpy(), pending[2], pending[3]
+        pending = (host, done, reqs, errors)
+    if pending is not None:
+        pending[1].synchronize()
+        yield pending[0].numpy(), pending[2], pending[3]
 
 
 def _failed(path: Path, exc: BaseException) -> SlideResult:
@@ -399,9 +474,9 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     failed_plans: set[int] = set()
     progress(0, n_slides, "starting")
     try:
-        for imgs, reqs, errors in _full_batches(_loader(stream, config, device, workers), config.batch_size):
+        batches = _full_batches(_loader(stream, config, device, workers), config.batch_size, device)
+        for feats, reqs, errors in _encoded(batches, extractor):
             check_cancelled(cancelled)
-            feats = extractor(imgs).cpu().numpy()
             by_slide: dict[int, list[int]] = {}
             for k, r in enumerate(reqs):
                 by_slide.setdefault(r.slide_index, []).append(k)
