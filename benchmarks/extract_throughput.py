@@ -154,6 +154,34 @@ def encode_only(extractor: Extractor, batches: list[torch.Tensor], batch_size: i
     return n
 
 
+def time_cohort(cohort: list[Path], cfg: ExtractConfig, extractor: Extractor, share, repeats: int):
+    """(best seconds of one ``dnd extract`` run over the cohort, patches/s once its first slide was written:
+    start-up and the first slide's preparation excluded), with ``device_decode=share``."""
+    cfg = copy.copy(cfg)
+    cfg.device_decode = share
+    best, steady = float("inf"), float("nan")
+    for _ in range(repeats):
+        finished: list[float] = []                  # when each slide was written
+
+        def on_slide(done: int, total: int, msg: str) -> None:
+            if done and msg.endswith(": done"):
+                finished.append(time.perf_counter())
+
+        with tempfile.TemporaryDirectory() as out:
+            s = time.perf_counter()
+            res = extract_cohort(cohort, Path(out), cfg, extractor=extractor, progress=on_slide)
+            took = time.perf_counter() - s
+        bad = [r for r in res if r.status != "done"]
+        if bad:
+            raise SystemExit(f"cohort run: {bad[0].slide_id} {bad[0].status}: {bad[0].error}")
+        if took < best:
+            best = took
+            n_first = next((r.n_patches for r in res if r.status == "done"), 0)
+            if len(finished) > 1:
+                steady = (sum(r.n_patches for r in res) - n_first) / (finished[-1] - finished[0])
+    return best, steady
+
+
 @dataclass
 class SlideTimes:
     path: Path
@@ -210,6 +238,9 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=1,
                     help="the large slide appears this many times in the cohort run (symlinks): a cohort long "
                          "enough to show the steady rate, each slide prepared while the one before is read")
+    ap.add_argument("--device-decode", type=float, nargs="*", default=None, metavar="SHARE",
+                    help="dnd extract's device_decode for the cohort run (default: auto); several values time "
+                         "one cohort run each, the first is the one reported as (b)")
     ap.add_argument("--synthetic", type=int, default=0, help="`dnd synth` slides added to the default set")
     ap.add_argument("--synthetic-size", type=int, default=6144)
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
@@ -251,27 +282,9 @@ def main() -> None:
                 link = Path(tmp_slides.name) / f"{big.stem}_copy{k}{big.suffix}"
                 link.symlink_to(big)
                 cohort.append(link)
-        cohort_best, steady = float("inf"), float("nan")
-        for _ in range(args.repeats):
-            finished: list[float] = []                  # when each slide was written
-
-            def on_slide(done: int, total: int, msg: str) -> None:
-                if done and msg.endswith(": done"):
-                    finished.append(time.perf_counter())
-
-            with tempfile.TemporaryDirectory() as out:
-                s = time.perf_counter()
-                res = extract_cohort(cohort, Path(out), cfg, extractor=extractor, progress=on_slide)
-                took = time.perf_counter() - s
-            if took < cohort_best:
-                cohort_best = took
-                # the rate once the first slide is written: start-up and the first slide's preparation excluded
-                n_first = next((r.n_patches for r in res if r.status == "done"), 0)
-                if len(finished) > 1:
-                    steady = (sum(r.n_patches for r in res) - n_first) / (finished[-1] - finished[0])
-            bad = [r for r in res if r.status != "done"]
-            if bad:
-                raise SystemExit(f"cohort run: {bad[0].slide_id} {bad[0].status}: {bad[0].error}")
+        cohort_runs = {share: time_cohort(cohort, cfg, extractor, share, args.repeats)
+                       for share in (args.device_decode or [None])}
+        cohort_best, steady = next(iter(cohort_runs.values()))
 
     print(f"slides: {', '.join(p.name for p in slides)}; {sum(t.n for t in times)} patches at 10x; extractor "
           f"{args.extractor} (random weights), batch {args.batch_size}, device {extractor.device}, dnd extract "
@@ -307,10 +320,13 @@ def main() -> None:
     n_total = sum(w * t.n for w, t in zip(weight, times))
     label = "all slides" + (f" ({big.name} {args.copies} times; (a) and (c) count each copy at its original's "
                             "time)" if big is not None and args.copies > 1 else "")
-    report(label, n_total, total, f"(b) dnd extract defaults, every slide in one cohort run, {extractor.precision}")
-    if steady == steady:
-        print(f"  (b) after its first slide was written (start-up and the first slide's preparation excluded): "
-              f"{steady:.0f} patches/s")
+    report(label, n_total, total, f"(b) dnd extract, every slide in one cohort run, {extractor.precision}"
+           + (f", device_decode {args.device_decode[0]:g}" if args.device_decode else ""))
+    for share, (took, rate) in cohort_runs.items():
+        name = "auto" if share is None else f"{share:g}"
+        print(f"  (b) cohort run, device_decode {name}: {n_total / took:.0f} patches/s over all, "
+              + (f"{rate:.0f} patches/s after its first slide was written (start-up and the first slide's "
+                 "preparation excluded)" if rate == rate else "one slide only"))
     print(f"ratio dnd extract (b) / CLAM-style loop (a), all slides: {(n_total / total['b']) / (n_total / total['a']):.1f}x")
 
 if __name__ == "__main__":

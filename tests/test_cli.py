@@ -85,6 +85,10 @@ def test_extract_bad_parameters(capsys, tmp_path, cmu_slide):
     assert code == 1 and "overlap" in err
     code, _, err = run(capsys, "extract", "--slides", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
     assert code == 1 and "no such file or folder" in err
+    code, _, err = run(capsys, "extract", "--slides", str(cmu_slide), "--out", str(tmp_path / "o2"),
+                       "--device-decode", "2")
+    assert code == 1 and "device_decode must be between 0 and 1" in err and "Traceback" not in err
+    assert not (tmp_path / "o2" / "patches").exists()
 
 
 def test_synth_command(capsys, tmp_path):

@@ -61,6 +61,9 @@ def _add_extract(sub) -> None:
                    help="how patches are read: auto = the tile-native reader (each JPEG tile decoded once, at the "
                         "DCT scale nearest the target) for tiled TIFF/SVS slides it accepts, else read_region; "
                         "tiles = the tile reader or fail; openslide = read_region only (the reference)")
+    p.add_argument("--device-decode", type=float, default=None, metavar="SHARE",
+                   help="share (0-1) of the tile reader's JPEG blocks decoded on the encoder's device (nvJPEG on a "
+                        "GPU) while the reading processes decode the rest; default: 0.3 on CUDA, 0 on CPU")
     p.add_argument("--overwrite", action="store_true", help="recompute slides whose features already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
@@ -196,6 +199,7 @@ def cmd_extract(args) -> int:
         base_magnification=args.base_magnification, objective_power=args.objective_power,
         batch_size=args.batch_size, num_workers=args.workers,
         device=args.device, precision=args.precision, compile=args.compile, reader=args.reader,
+        device_decode=args.device_decode,
         overwrite=args.overwrite)
     try:
         cfg.patch_params().validate()

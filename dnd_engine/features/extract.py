@@ -43,7 +43,8 @@ from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
 from ..slides import open_slide, is_slide_path
 from ..slides.slide import slide_id
 from ..tissue import PRESETS, TissueMask, TissueParams, segment_tissue, write_tissue_geojson
-from ..slides.tiles import TilesNotEligible, TileSpec, patch_blocks, plan_tiles
+from ..slides.tiles import COMPRESSION_JPEG, RawBlock, TilesNotEligible, TileSpec, patch_blocks, plan_tiles
+from .device_decode import DeviceDecoder, resolve_share
 from .patch_dataset import PatchReader, PatchRequest, TileBand, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
 from .registry import Extractor, build_extractor
@@ -74,6 +75,8 @@ class ExtractConfig:
     compile: str = "auto"                       # auto | on | off: torch.compile the encoder (see Extractor)
     reader: str = "auto"                        # auto | tiles | openslide: how patches are read (see READERS)
     overwrite: bool = False
+    device_decode: Optional[float] = None       # share of JPEG tile blocks decoded on the encoder's device
+    #                                             (nvJPEG on CUDA); None: auto (0.3 on CUDA, 0 on CPU)
     mp_context: Optional[str] = None            # fork | forkserver | spawn for the reading processes (None: the
     #                                             platform's default; a Qt app must not fork its threads)
 
@@ -249,11 +252,16 @@ def prepare_threads() -> int:
 BAND_PATCHES = 128
 
 
-def tile_bands(slide_index: int, grid: PatchGrid, spec: TileSpec, batch_size: int) -> list[TileBand]:
+def tile_bands(slide_index: int, grid: PatchGrid, spec: TileSpec, batch_size: int,
+               raw_share: float = 0.0) -> list[TileBand]:
     """A slide's grid as tile-reader work units: blocks of at most ``BAND_PATCHES`` (or the batch size, if
-    smaller, so that small batches still keep every worker busy)."""
-    return [TileBand(slide_index, rows, grid.coords[rows], spec)
-            for rows in patch_blocks(grid.coords, min(BAND_PATCHES, max(16, int(batch_size))))]
+    smaller, so that small batches still keep every worker busy). ``raw_share`` of them, spread evenly, are
+    marked for decoding on the encoder's device (JPEG tiles only)."""
+    blocks = patch_blocks(grid.coords, min(BAND_PATCHES, max(16, int(batch_size))))
+    share = raw_share if spec.compression == COMPRESSION_JPEG else 0.0
+    return [TileBand(slide_index, rows, grid.coords[rows], spec,
+                     raw=share > 0 and int((k + 1) * share) > int(k * share))
+            for k, rows in enumerate(blocks)]
 
 
 def _loader(sampler, config: ExtractConfig, device: torch.device, workers: int) -> DataLoader:
@@ -276,8 +284,9 @@ class _CohortStream:
     whatever arrives into full encoder batches.
     """
 
-    def __init__(self, paths, out_dir, config, extractor, on_result, cancelled):
+    def __init__(self, paths, out_dir, config, extractor, on_result, cancelled, raw_share: float = 0.0):
         self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
+        self.raw_share = raw_share
         self.on_result, self.cancelled = on_result, cancelled
         self.plans: dict[int, _SlidePlan] = {}
         self.out_size = extractor.spec.input_size or config.patch_size
@@ -294,7 +303,7 @@ class _CohortStream:
             self.plans[i] = plan
             g = plan.grid
             if plan.tile_spec is not None:
-                yield from tile_bands(i, g, plan.tile_spec, self.config.batch_size)
+                yield from tile_bands(i, g, plan.tile_spec, self.config.batch_size, self.raw_share)
                 continue
             for row, (x, y) in enumerate(g.coords):
                 batch.append(PatchRequest(i, row, str(sp), int(x), int(y), g.patch_level, g.read_size,
@@ -339,20 +348,30 @@ class _CohortStream:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _full_batches(loader, batch_size: int, device: torch.device = torch.device("cpu")):
+def _full_batches(loader, batch_size: int, device: torch.device = torch.device("cpu"),
+                  decoder: Optional[DeviceDecoder] = None):
     """(imgs, requests, errors) regrouped into batches of ``batch_size`` (the last may be smaller): tile bands
     come in blocks of any size, and the encoder runs best, and compiles once, on full batches.
 
     On a GPU each piece is sent as it arrives (pinned by the loader, so the copy is asynchronous) and the
     batch is assembled there: concatenating on the host would copy every patch once more, into pageable
-    memory that the transfer then stages again.
+    memory that the transfer then stages again. A :class:`RawBlock` (compressed tiles) is decoded here by
+    ``decoder``; a tile that does not decode flags the block's patches with the error.
     """
     imgs: list[torch.Tensor] = []
     reqs: list = []
     errs: list = []
     n = 0
     for b_imgs, b_reqs, b_errs in loader:
-        if device.type == "cuda":
+        if isinstance(b_imgs, RawBlock):
+            block = b_imgs
+            try:
+                b_imgs = (decoder or DeviceDecoder(device)).patches(block)
+            except DnDError as exc:
+                b_imgs = torch.zeros((len(b_reqs), block.out_size, block.out_size, 3), dtype=torch.uint8,
+                                     device=device)
+                b_errs = [str(exc)] * len(b_reqs)
+        elif device.type == "cuda":
             b_imgs = b_imgs.to(device, non_blocking=True)
         if n == 0 and len(b_reqs) == batch_size:
             yield b_imgs, b_reqs, b_errs
@@ -455,6 +474,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
             raise DnDError(f"cannot torch.compile '{extractor.name}': it is not a network, or no C++ compiler "
                            "(g++) is installed; use --compile off")
     device = extractor.device
+    raw_share = resolve_share(config.device_decode, device)
     write_text_atomic(fdir / "extraction.json", json.dumps({
         "config": asdict(config), "extractor_dim": extractor.dim, "precision": extractor.precision,
         "compiled": extractor.compiled,
@@ -469,12 +489,13 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         _write_summary(fdir, [results[k] for k in sorted(results)])
         progress(len(results), n_slides, f"{r.slide_id}: {r.status}")
 
-    stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled)
+    stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share)
     workers = default_workers(device) if config.num_workers is None else max(0, int(config.num_workers))
     failed_plans: set[int] = set()
     progress(0, n_slides, "starting")
     try:
-        batches = _full_batches(_loader(stream, config, device, workers), config.batch_size, device)
+        batches = _full_batches(_loader(stream, config, device, workers), config.batch_size, device,
+                                DeviceDecoder(device))
         for feats, reqs, errors in _encoded(batches, extractor):
             check_cancelled(cancelled)
             by_slide: dict[int, list[int]] = {}

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from ..slides import open_slide
 from ..slides.resize import resize_patch  # noqa: F401  (re-exported: the reference resize)
-from ..slides.tiles import TileReader, TileSpec
+from ..slides.tiles import RawBlock, TileReader, TileSpec
 
 
 class PatchRequest(NamedTuple):
@@ -40,6 +40,7 @@ class TileBand(NamedTuple):
     rows: np.ndarray      # (n,) rows of the patches in the slide's coords
     coords: np.ndarray    # (n, 2) level-0 x, y of those rows
     spec: TileSpec
+    raw: bool = False     # send the compressed tiles for decoding on the encoder's device, where possible
 
     def requests(self) -> list[PatchRequest]:
         s = self.spec
@@ -112,7 +113,12 @@ class PatchReader(Dataset):
         reqs = band.requests()
         out = band.spec.out_size
         try:
-            patches = list(self.tile_readers.get(band.spec).read_patches(band.coords))
+            reader = self.tile_readers.get(band.spec)
+            if band.raw:
+                block = reader.raw_block(band.coords)
+                if block is not None:
+                    return RawBand(block, reqs)
+            patches = list(reader.read_patches(band.coords))
         except Exception as exc:             # a corrupt tile: every patch of the band carries the error
             msg = _error_text(exc)
             return [(np.zeros((out, out, 3), np.uint8), r, msg) for r in reqs]
@@ -130,7 +136,17 @@ class PatchReader(Dataset):
             return np.zeros((req.out_size, req.out_size, 3), np.uint8), req, _error_text(exc)
 
 
+class RawBand(NamedTuple):
+    """A band's compressed tiles (:class:`RawBlock`), to be decoded by the main process on the device."""
+    block: RawBlock
+    reqs: list
+
+
 def collate_patches(items):
+    """(uint8 NHWC patches, requests, errors); for a :class:`RawBand`, its :class:`RawBlock` in place of the
+    patches (:mod:`dnd_engine.features.device_decode` turns it into patches)."""
+    if isinstance(items, RawBand):
+        return items.block, items.reqs, [""] * len(items.reqs)
     imgs = torch.from_numpy(np.stack([it[0] for it in items]))
     return imgs, [it[1] for it in items], [it[2] for it in items]
 

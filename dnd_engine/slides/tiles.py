@@ -464,6 +464,40 @@ class TileReader:
             else:
                 yield resize_patch(Image.fromarray(region), s.out_size)
 
+    def raw_block(self, coords: np.ndarray) -> Optional["RawBlock"]:
+        """The compressed JPEG tiles under ``coords`` and where each patch sits on them, for decoding on the
+        encoder's device (:mod:`dnd_engine.features.device_decode`), or None when these patches cannot be
+        decoded that way (not JPEG, or a patch at a fractional level position, which needs interpolation)."""
+        s = self.spec
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        if s.compression != COMPRESSION_JPEG or len(coords) == 0:
+            return None
+        lx, ly = coords[:, 0] / s.level_downsample, coords[:, 1] / s.level_downsample
+        if not s.subpixel:
+            lx, ly = np.trunc(lx), np.trunc(ly)
+        ix, iy = np.rint(lx).astype(np.int64), np.rint(ly).astype(np.int64)
+        if np.abs(lx - ix).max() > 1e-3 or np.abs(ly - iy).max() > 1e-3:
+            return None
+        rs, tw, th = s.read_size, s.tile_width, s.tile_height
+        tx0, ty0 = int(ix.min()) // tw, int(iy.min()) // th
+        tx1 = min(int((ix + rs - 1).max()) // tw, s.tiles_across - 1)
+        ty1 = min(int((iy + rs - 1).max()) // th, s.tiles_down - 1)
+        rgb = self._jpeg_mode == "RGB"
+        streams = []
+        for ty in range(ty0, ty1 + 1):
+            for tx in range(tx0, tx1 + 1):
+                data = self.read_tile_bytes(tx, ty)
+                if data:
+                    if self._tables is not None and data[:2] == b"\xff\xd8":
+                        data = self._tables[:-2] + data[2:]
+                    if rgb and data[:2] == b"\xff\xd8":
+                        data = data[:2] + _ADOBE_RGB + data[2:]
+                streams.append(data)
+        x0, y0 = tx0 * tw, ty0 * th
+        return RawBlock(name=self.name, level=s.level, tiles=streams, cols=tx1 - tx0 + 1, rows=ty1 - ty0 + 1,
+                        tile_width=tw, tile_height=th, x=ix - x0, y=iy - y0, valid_width=s.width - x0,
+                        valid_height=s.height - y0, read_size=rs, out_size=s.out_size, tile_origin=(tx0, ty0))
+
     def close(self) -> None:
         tf, self._tf = getattr(self, "_tf", None), None
         if tf is not None:
@@ -474,6 +508,27 @@ class TileReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass
+class RawBlock:
+    """A block of one level's JPEG tiles, still compressed (whole streams: tables spliced in, and an Adobe
+    marker for RGB-coded tiles), with each patch's top-left on the block's mosaic (level pixels, integers)."""
+
+    name: str
+    level: int
+    tiles: list            # bytes per tile, row-major over rows × cols; b"" for a tile the file leaves out
+    cols: int
+    rows: int
+    tile_width: int
+    tile_height: int
+    x: np.ndarray          # (n,) left of each patch on the mosaic
+    y: np.ndarray
+    valid_width: int       # mosaic columns / rows that hold the level's pixels (beyond: white, as OpenSlide)
+    valid_height: int
+    read_size: int
+    out_size: int
+    tile_origin: tuple     # (tx, ty) of the block's first tile, for error messages
 
 
 #: an Adobe APP14 marker with colour transform 0: libjpeg then takes three components as RGB, not YCbCr
