@@ -199,7 +199,10 @@ def test_cuda_extraction_matches_the_cpu_row_for_row(tmp_path, cmu_slide):
         cfg = ExtractConfig(extractor="resnet50_trunc", num_workers=2, batch_size=5, device=dev, compile="off")
         res = extract_cohort(d, tmp_path / dev, cfg, extractor=ext)
         assert [r.status for r in res] == ["done", "done"]
-        feats[dev] = [h5py.File(r.features_h5, "r")["features"][:] for r in res]
+        feats[dev] = []
+        for r in res:
+            with h5py.File(r.features_h5, "r") as f:
+                feats[dev].append(f["features"][:])
     for c, g in zip(feats["cpu"], feats["cuda"]):
         assert c.shape == g.shape and len(c) % 5 != 0
         cos = (c * g).sum(1) / (np.linalg.norm(c, axis=1) * np.linalg.norm(g, axis=1))
