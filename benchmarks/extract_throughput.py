@@ -17,7 +17,7 @@ slide's real pixels (JPEG tiles, Aperio layout, 20480 px a side by default) so t
 measure and its tiles are real tissue. The encoder's weights are random: speed does not depend on them.
 
 Over all slides, (b) is one ``dnd extract`` run over the whole cohort, as a user runs it (slides prepared ahead
-in a background thread, readers never idle between slides); ``--copies K`` puts the large slide K times in
+in background threads, readers never idle between slides); ``--copies K`` puts the large slide K times in
 that cohort, to show the steady rate of a long cohort without timing the slow loop (a) K times: (a) and the
 stages (c) keep no state across slides, so a copy is counted at its original's time. The last line printed
 is the ratio (b)/(a) over all slides, e.g. ``3.4x``.

@@ -35,7 +35,7 @@ def tile_streams() -> tuple[list[bytes], int]:
         for ty in range(spec.tiles_down):
             for tx in range(spec.tiles_across):
                 d = r.read_tile_bytes(tx, ty)
-                streams.append(r._tables[:-2] + d[2:] if r._tables else d)
+                streams.append(r.whole_jpeg(d))
     return streams, spec.tile_width
 
 

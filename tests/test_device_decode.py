@@ -151,14 +151,8 @@ def test_a_block_the_device_decoder_refuses_is_decoded_on_the_cpu(cmu_slide, mon
 
 
 def test_a_corrupt_tile_fails_its_slide_when_decoded_on_the_device(tmp_path, cmu_slide, no_part_files):
-    from test_tile_reader import _corrupt_one_tile, _grid
-    d = tmp_path / "slides"
-    d.mkdir()
-    shutil.copy(cmu_slide, d / cmu_slide.name)
-    p = write_pyramid(d / "corrupt.svs", tissue_like(4096, 4096, seed=5), (1, 4), mpp=0.5, app_mag=20)
-    with open_slide(p) as slide:
-        grid = _grid(slide, 10.0)
-    _corrupt_one_tile(p, grid, 256)
+    from test_tile_reader import slides_with_a_corrupt_tile
+    d, _, _ = slides_with_a_corrupt_tile(tmp_path, cmu_slide)
     out = tmp_path / "out"
     res = {r.slide_id: r for r in extract_cohort(d, out, ExtractConfig(num_workers=2, batch_size=8,
                                                                       device_decode=1.0))}

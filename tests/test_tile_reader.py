@@ -135,9 +135,7 @@ def _tiles_both_ways(reader: TileReader, n: int = 12):
     th, tw = s.tile_height // s.scale, s.tile_width // s.scale
     fast, ref = [], []
     for i in range(min(n, s.tiles_across * s.tiles_down)):
-        data = reader.read_tile_bytes(i % s.tiles_across, i // s.tiles_across)
-        if reader._tables is not None:
-            data = reader._tables[:-2] + data[2:]
+        data = reader.whole_jpeg(reader.read_tile_bytes(i % s.tiles_across, i // s.tiles_across))
         fast.append(tiles_mod._decode_jpeg_cv2(data, s.scale, reader._jpeg_mode == "RGB"))
         ref.append(reader._decode_jpeg_pil(data, tw, th))
     return fast, ref
@@ -187,7 +185,7 @@ def test_a_truncated_jpeg_tile_is_an_error_not_a_grey_patch(cmu_slide):
     with TileReader(spec) as reader:
         reader.decode_tile(0, 0)                                   # the decoder check passes on a good tile
         data = reader.read_tile_bytes(1, 0)
-        assert tiles_mod._decode_jpeg_cv2(reader._tables[:-2] + data[2:len(data) // 2], spec.scale, True) is None
+        assert tiles_mod._decode_jpeg_cv2(reader.whole_jpeg(data)[:-(len(data) // 2)], spec.scale, True) is None
         with pytest.raises(DnDError, match=r"tile \(1, 0\).*corrupt"):
             reader.decode_tile(1, 0, data[:len(data) // 2])
 
@@ -334,8 +332,9 @@ def _corrupt_one_tile(path: Path, grid: PatchGrid, tile: int) -> tuple[int, int]
     return tx, ty
 
 
-@pytest.mark.parametrize("reader", ["auto", "tiles"])
-def test_a_corrupt_tile_fails_its_slide_only(tmp_path, cmu_slide, no_part_files, reader):
+def slides_with_a_corrupt_tile(tmp_path: Path, cmu_slide: Path) -> tuple[Path, int, int]:
+    """A folder with the bundled slide and ``corrupt.svs``, whose level-0 tile (tx, ty) is zeroed (one the
+    planning check does not read); returns (folder, tx, ty)."""
     d = tmp_path / "slides"
     d.mkdir()
     shutil.copy(cmu_slide, d / cmu_slide.name)
@@ -344,6 +343,12 @@ def test_a_corrupt_tile_fails_its_slide_only(tmp_path, cmu_slide, no_part_files,
         grid = _grid(slide, 10.0)
         assert grid.patch_level == 0 and len(grid.coords) > 20
     tx, ty = _corrupt_one_tile(p, grid, 256)
+    return d, tx, ty
+
+
+@pytest.mark.parametrize("reader", ["auto", "tiles"])
+def test_a_corrupt_tile_fails_its_slide_only(tmp_path, cmu_slide, no_part_files, reader):
+    d, tx, ty = slides_with_a_corrupt_tile(tmp_path, cmu_slide)
     out = tmp_path / "out"
     res = {r.slide_id: r for r in extract_cohort(d, out, ExtractConfig(num_workers=2, batch_size=8, reader=reader))}
     assert res["CMU-1-Small-Region"].status == "done"

@@ -358,6 +358,7 @@ def _full_batches(loader, batch_size: int, device: torch.device = torch.device("
     memory that the transfer then stages again. A :class:`RawBlock` (compressed tiles) is decoded here by
     ``decoder``; a tile that does not decode flags the block's patches with the error.
     """
+    decoder = decoder or DeviceDecoder(device)
     imgs: list[torch.Tensor] = []
     reqs: list = []
     errs: list = []
@@ -366,7 +367,7 @@ def _full_batches(loader, batch_size: int, device: torch.device = torch.device("
         if isinstance(b_imgs, RawBlock):
             block = b_imgs
             try:
-                b_imgs = (decoder or DeviceDecoder(device)).patches(block)
+                b_imgs = decoder.patches(block)
             except DnDError as exc:
                 b_imgs = torch.zeros((len(b_reqs), block.out_size, block.out_size, 3), dtype=torch.uint8,
                                      device=device)

@@ -374,10 +374,15 @@ class TileReader:
         self.tiles_decoded += 1
         return arr
 
-    def _decode_jpeg(self, data: bytes, tw: int, th: int) -> np.ndarray:
+    def whole_jpeg(self, data: bytes) -> bytes:
+        """A tile's stored bytes as a JPEG any decoder reads: the page's shared tables spliced in."""
         if self._tables is not None and data[:2] == b"\xff\xd8":
             # abbreviated stream: the tables end with EOI and the tile starts with SOI; join them into one JPEG
             data = self._tables[:-2] + data[2:]
+        return data
+
+    def _decode_jpeg(self, data: bytes, tw: int, th: int) -> np.ndarray:
+        data = self.whole_jpeg(data)
         if self._use_cv2 is False:
             return self._decode_jpeg_pil(data, tw, th)
         arr = _decode_jpeg_cv2(data, self.spec.scale, self._jpeg_mode == "RGB")
@@ -402,14 +407,19 @@ class TileReader:
         return np.asarray(im)
 
     # --- patches ------------------------------------------------------------------------------------------
-    def _positions(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-left of each patch in decode-scale pixels of the level (float), as the reference reader places it."""
+    def _level_positions(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-left of each patch in pixels of the level (float), as the reference reader places it."""
         s = self.spec
         lx = coords[:, 0] / s.level_downsample
         ly = coords[:, 1] / s.level_downsample
         if not s.subpixel:                     # tiffslide: int(x / downsample)
             lx, ly = np.trunc(lx), np.trunc(ly)
-        return lx / s.scale, ly / s.scale
+        return lx, ly
+
+    def _positions(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same in decode-scale pixels."""
+        lx, ly = self._level_positions(coords)
+        return lx / self.spec.scale, ly / self.spec.scale
 
     def read_patches(self, coords: np.ndarray) -> Iterator[np.ndarray]:
         """(out_size, out_size, 3) uint8 patches at level-0 ``coords`` (N×2 x, y), in the order given.
@@ -472,9 +482,7 @@ class TileReader:
         coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
         if s.compression != COMPRESSION_JPEG or len(coords) == 0:
             return None
-        lx, ly = coords[:, 0] / s.level_downsample, coords[:, 1] / s.level_downsample
-        if not s.subpixel:
-            lx, ly = np.trunc(lx), np.trunc(ly)
+        lx, ly = self._level_positions(coords)
         ix, iy = np.rint(lx).astype(np.int64), np.rint(ly).astype(np.int64)
         if np.abs(lx - ix).max() > 1e-3 or np.abs(ly - iy).max() > 1e-3:
             return None
@@ -488,10 +496,9 @@ class TileReader:
             for tx in range(tx0, tx1 + 1):
                 data = self.read_tile_bytes(tx, ty)
                 if data:
-                    if self._tables is not None and data[:2] == b"\xff\xd8":
-                        data = self._tables[:-2] + data[2:]
-                    if rgb and data[:2] == b"\xff\xd8":
-                        data = data[:2] + _ADOBE_RGB + data[2:]
+                    data = self.whole_jpeg(data)
+                    if rgb:
+                        data = _mark_rgb(data)
                 streams.append(data)
         x0, y0 = tx0 * tw, ty0 * th
         return RawBlock(name=self.name, level=s.level, tiles=streams, cols=tx1 - tx0 + 1, rows=ty1 - ty0 + 1,
@@ -535,6 +542,14 @@ class RawBlock:
 _ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 
 
+def _mark_rgb(data: bytes) -> bytes:
+    """A whole JPEG stream with the Adobe marker inserted after SOI, unless it says JFIF (which libjpeg reads
+    as YCbCr whatever follows: the decoders' checks against PIL catch that case)."""
+    if data[:2] == b"\xff\xd8" and b"JFIF" not in data[:64]:
+        return data[:2] + _ADOBE_RGB + data[2:]
+    return data
+
+
 def _cv2_flags(scale: int) -> Optional[tuple[int, bool]]:
     """(imdecode flags for colour at 1/``scale``, whether the result is BGR), or None without OpenCV."""
     try:
@@ -555,8 +570,8 @@ def _decode_jpeg_cv2(data: bytes, scale: int, rgb: bool) -> Optional[np.ndarray]
     import cv2
     if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
-    if rgb and data[:2] == b"\xff\xd8" and b"JFIF" not in data[:64]:
-        data = data[:2] + _ADOBE_RGB + data[2:]
+    if rgb:
+        data = _mark_rgb(data)
     flags, bgr = _cv2_flags(scale)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if arr is None or arr.ndim != 3:
