@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -52,19 +53,39 @@ def evict_page_cache(folder: Path) -> int:
     return total
 
 
-def start_xvfb() -> tuple[subprocess.Popen, str]:
+def start_xvfb(timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """A private Xvfb screen, returned once it accepts connections.
+
+    ``-displayfd`` lets the server pick a free display and write its number only when it is listening: probing for
+    lock files and sockets raced with stale ``/tmp/.X11-unix`` sockets (a client connected before the server did).
+    """
     if not shutil.which("Xvfb"):
         raise SystemExit("no DISPLAY and no Xvfb: apt-get install xvfb")
-    for n in range(90, 140):
-        if not Path(f"/tmp/.X{n}-lock").exists():
-            proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(100):
-                if Path(f"/tmp/.X11-unix/X{n}").exists():
-                    return proc, f":{n}"
-                time.sleep(0.05)
-            proc.kill()
-    raise SystemExit("could not start Xvfb")
+    rfd, wfd = os.pipe()
+    log = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                                pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=log)
+    finally:
+        os.close(wfd)
+    got = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while not got.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                proc.kill()
+                raise SystemExit(f"Xvfb gave no display within {timeout:.0f} s")
+            chunk = os.read(rfd, 64)
+            if not chunk:                                   # the server exited before it was ready
+                proc.wait()
+                log.seek(0)
+                raise SystemExit(f"Xvfb exited ({proc.returncode}) before it was ready:\n"
+                                 f"{log.read().decode(errors='replace')[-2000:]}")
+            got += chunk
+    finally:
+        os.close(rfd)
+    return proc, f":{int(got.strip())}"
 
 
 def window_ids(env: dict) -> list[str]:
