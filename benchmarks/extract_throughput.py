@@ -7,7 +7,8 @@ resize, then the same network in plain fp32 eager mode (contiguous memory format
 slide allows it (each compressed tile decoded once, JPEG at the DCT scale nearest the target; else
 ``read_region``), in DataLoader worker processes while the encoder runs, default precision, ``channels_last``,
 ``inference_mode`` and, where a C++ compiler exists, ``torch.compile`` (its one-off compile time is printed
-apart). (c) Each stage of (b) alone: reading + decoding + resizing in the same workers without the encoder
+apart). On a CPU without fast bf16 the default precision is int8, checked against fp32 as it runs (its one-off
+quantization is printed apart, like compiling). (c) Each stage of (b) alone: reading + decoding + resizing in the same workers without the encoder
 (with the tile reader, and with ``read_region`` for comparison), and the encoder alone on patches already in
 memory. Every rate is reported against (a), per slide and over all slides.
 
@@ -232,7 +233,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--base-magnification", type=float, default=20.0,
                     help="assumed for slides without metadata (the TCGA sample has none)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1, help="best of N runs of every path (default 1: the whole "
+                    "default run fits in ten minutes on a 2-core CPU)")
     ap.add_argument("--large-size", type=int, default=20480,
                     help="side of the pyramid written from the bundled slide's pixels (0: none)")
     ap.add_argument("--copies", type=int, default=1,
@@ -290,6 +292,11 @@ def main() -> None:
           f"{args.extractor} (random weights), batch {args.batch_size}, device {extractor.device}, dnd extract "
           f"precision {extractor.precision}, {torch.get_num_threads()} threads, {workers} reading workers")
     print(f"torch.compile: {'on, one-off compile ' + format(extractor.compile_seconds, '.1f') + ' s (not in the rates)' if extractor.compiled else 'off'}")
+    if extractor.int8 is not None:
+        print(f"int8: quantized on the first batch in {extractor.int8.calibration_seconds:.1f} s (not in the "
+              f"rates); {extractor.int8.summary()}")
+    elif extractor.int8_given_up:
+        print(f"int8 went back to fp32: {extractor.int8_given_up}")
     print("(a) and (b) both do the same tissue segmentation, grid, patch file and QC images per slide; (c) is the "
           f"feature stage only. Best of {args.repeats}; patches/s and ratio to (a):")
     rows = [("a", "(a) CLAM-style loop: read_region per patch in the main process, eager fp32"),

@@ -52,8 +52,10 @@ def _add_extract(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="patch-reading processes (default: one per core, ≤ 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto = fp32 on CPU, bf16/fp16 autocast on CUDA")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+                   help="fp32 is the reference. auto = bf16/fp16 autocast on CUDA; on a CPU bf16 where it has "
+                        "AVX512-BF16/AMX, else int8 for ResNet-50-trunc (checked against fp32 as it runs, back to "
+                        "fp32 if a patch falls below cosine 0.999), else fp32")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile the encoder: a one-off 15-60 s, then ~1.4x faster on CPU (auto: when a "
                         "C++ compiler is installed and the extractor is a network)")

@@ -472,8 +472,9 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
     if config.compile != "off" and not extractor.compiled:
         if not extractor.enable_compile(config.batch_size) and config.compile == "on":
-            raise DnDError(f"cannot torch.compile '{extractor.name}': it is not a network, or no C++ compiler "
-                           "(g++) is installed; use --compile off")
+            why = ("int8 runs eagerly (use --precision fp32 to compile)" if extractor.precision == "int8" else
+                   "it is not a network, or no C++ compiler (g++) is installed")
+            raise DnDError(f"cannot torch.compile '{extractor.name}': {why}; use --compile off")
     device = extractor.device
     raw_share = resolve_share(config.device_decode, device)
     write_text_atomic(fdir / "extraction.json", json.dumps({
@@ -544,6 +545,10 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
             if plan.writer is not None:
                 plan.writer.abort()
         raise
+    if extractor.int8 is not None:
+        log.info("encoder: %s", extractor.int8.summary())
+    elif extractor.int8_given_up:
+        log.warning("encoder: int8 went back to fp32 (%s)", extractor.int8_given_up)
     return [results[k] for k in sorted(results)]
 
 

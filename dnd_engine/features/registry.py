@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import DnDError
+from .int8 import Int8Runner, cpu_has_fast_bf16, int8_engine
 from .stain_stats import StainStats
 from .weights import (dnd_weights_dir, file_sha256, hf_hub_dir, load_state_dict, locate_weights,
                       torch_hub_checkpoints)
@@ -42,6 +43,9 @@ class ExtractorSpec:
     how_to_get: str = ""
     normalize: bool = True              # ImageNet mean/std after scaling to [0, 1]
     precision_default_cuda: str = "bf16"
+    int8: bool = False                  # FX-quantizable CNN: int8 on CPUs without fast bf16 (see int8.py)
+    int8_float_modules: tuple = ()      # submodules kept fp32 in the int8 network
+    int8_seven_bit_modules: tuple = ()  # submodules given 7-bit inputs (see int8.py: saturation without VNNI)
 
 
 class Extractor(nn.Module):
@@ -60,6 +64,8 @@ class Extractor(nn.Module):
         self._compiled = None
         self._compiled_batch: Optional[int] = None
         self.compile_seconds = 0.0
+        self.int8: Optional[Int8Runner] = None
+        self.int8_given_up: Optional[str] = None     # why int8 went back to fp32, when it did
 
     @property
     def name(self) -> str:
@@ -77,26 +83,45 @@ class Extractor(nn.Module):
         return file_sha256(self.weights_path) if self.weights_path else None
 
     def configure(self, device: str | torch.device = "cpu", precision: str = "auto") -> "Extractor":
-        """Move to ``device`` and choose precision: fp32, bf16, fp16, or auto (bf16/fp16 autocast on CUDA)."""
+        """Move to ``device`` and choose precision: fp32 (the reference), bf16, fp16, int8, or auto.
+
+        auto: bf16 (or fp16) autocast on CUDA; on a CPU, bf16 where it has AVX512-BF16/AMX, else int8 for the
+        CNNs that support it (checked against fp32 as it runs, see ``int8.py``), else fp32."""
         device = torch.device(device)
         self.to(device)
+        is_net = not isinstance(self.net, StainStats)
         if precision == "auto":
             precision = "fp32"
             if device.type == "cuda":
                 precision = self.spec.precision_default_cuda
                 if precision == "bf16" and not torch.cuda.is_bf16_supported():
                     precision = "fp16"
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise DnDError(f"unknown precision {precision!r} (fp32, bf16, fp16, auto)")
+            elif device.type == "cpu" and is_net:
+                if cpu_has_fast_bf16():
+                    precision = "bf16"
+                elif self.spec.int8 and int8_engine() is not None:
+                    precision = "int8"
+        if precision not in ("fp32", "bf16", "fp16", "int8"):
+            raise DnDError(f"unknown precision {precision!r} (fp32, bf16, fp16, int8, auto)")
         if precision == "fp16" and device.type != "cuda":
             raise DnDError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if precision == "int8":
+            if device.type != "cpu":
+                raise DnDError("int8 runs on the CPU only; on a GPU use bf16 or fp16")
+            if not self.spec.int8:
+                raise DnDError(f"int8 is not offered for '{self.name}' "
+                               f"(only {', '.join(n for n, s in EXTRACTORS.items() if s.int8)})")
+            if int8_engine() is None:
+                raise DnDError("this torch build has no quantized CPU kernels for int8; use fp32")
+            self.int8 = Int8Runner(self.net, self.spec.int8_float_modules,
+                                    self.spec.int8_seven_bit_modules)
+        else:
+            self.int8 = None
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}[precision]
         self.precision = precision
-        # channels_last speeds up convolutions on CPU and CUDA; ViTs ignore it
-        self.channels_last = any(isinstance(m, nn.Conv2d) for m in self.net.modules()) and \
-            not isinstance(self.net, StainStats)
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        # channels_last speeds up convolutions on CPU and CUDA, oneDNN's int8 ones too; ViTs ignore it
+        self.channels_last = is_net and any(isinstance(m, nn.Conv2d) for m in self.net.modules())
+        self.net.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return self
 
     @property
@@ -106,7 +131,7 @@ class Extractor(nn.Module):
     def can_compile(self) -> bool:
         """torch.compile needs a neural network and a C/C++ compiler (inductor builds CPU kernels and Triton's
         launchers with it); a frozen app bundle has none, so it runs eager."""
-        if isinstance(self.net, StainStats):
+        if isinstance(self.net, StainStats) or self.precision == "int8":
             return False
         return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
 
@@ -144,7 +169,14 @@ class Extractor(nn.Module):
             x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.autocast_dtype is not None:
+        if self.int8 is not None:
+            y = self.int8(x)
+            if y is not None:
+                return y.float().reshape(y.shape[0], -1)
+            # int8 failed its check against fp32 (logged): fp32 from here on, this batch included
+            self.int8_given_up, self.int8, self.precision = self.int8.failed, None, "fp32"
+            y = self._run(x)
+        elif self.autocast_dtype is not None:
             with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
                 y = self._run(x)
         else:
@@ -237,7 +269,8 @@ _register(ExtractorSpec(
 _register(ExtractorSpec(
     name="resnet50_trunc", dim=1024, input_size=224, needs_weights=True,
     description="ResNet-50 ImageNet (torchvision V1) truncated after layer3 + average pool, 224 px input (CLAM)",
-    builder=_build_resnet50_trunc, weight_candidates=_resnet_candidates,
+    builder=_build_resnet50_trunc, weight_candidates=_resnet_candidates, int8=True,
+    int8_seven_bit_modules=("conv1",),
     weight_suggestion=lambda: torch_hub_checkpoints() / "resnet50-0676ba61.pth",
     how_to_get="it is torchvision's ResNet50_Weights.IMAGENET1K_V1 file, resnet50-0676ba61.pth",
 ))
