@@ -85,7 +85,31 @@ def start_xvfb(timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
             got += chunk
     finally:
         os.close(rfd)
-    return proc, f":{int(got.strip())}"
+    proc.log = log              # its stderr, for xvfb_state()
+    display = f":{int(got.strip())}"
+    if shutil.which("xdpyinfo"):
+        # the server says it is ready; a client's view is what counts (a CI run once saw a client refused here)
+        env = dict(os.environ, DISPLAY=display)
+        while subprocess.run(["xdpyinfo"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = xvfb_state(proc)
+                proc.kill()
+                raise SystemExit(f"Xvfb on {display} accepts no client: {state}")
+            time.sleep(0.1)
+    return proc, display
+
+
+def xvfb_state(proc: subprocess.Popen | None) -> str:
+    """One line on the private X server, for error messages: running, or how it ended and what it said."""
+    if proc is None:
+        return "X server: the caller's DISPLAY"
+    code = proc.poll()
+    said = ""
+    log = getattr(proc, "log", None)
+    if log is not None:
+        log.seek(0)
+        said = log.read().decode(errors="replace").strip()[-1500:]
+    return f"Xvfb {'running' if code is None else f'exited ({code})'}" + (f"; it said:\n{said}" if said else "")
 
 
 def window_ids(env: dict) -> list[str]:
@@ -94,7 +118,8 @@ def window_ids(env: dict) -> list[str]:
     return r.stdout.split()
 
 
-def one_run(exe: Path, env: dict, timeout: float, screenshot: Path | None) -> float:
+def one_run(exe: Path, env: dict, timeout: float, screenshot: Path | None,
+            xvfb: subprocess.Popen | None = None, retry_connect: bool = True) -> float:
     log = tempfile.TemporaryFile()
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(exe)], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -106,8 +131,17 @@ def one_run(exe: Path, env: dict, timeout: float, screenshot: Path | None) -> fl
                 break
             if proc.poll() is not None:
                 log.seek(0)
-                raise SystemExit(f"the app exited ({proc.returncode}) before showing a window:\n"
-                                 f"{log.read().decode(errors='replace')[-2000:]}")
+                said = log.read().decode(errors="replace")
+                if "could not connect to display" in said and retry_connect:
+                    # the X server refused or dropped one connection (seen once in CI): say so, try once more
+                    print(f"the app could not connect to {env.get('DISPLAY')} ({xvfb_state(xvfb)}); retrying",
+                          flush=True)
+                    time.sleep(1.0)
+                    return one_run(exe, env, timeout, screenshot, xvfb, retry_connect=False)
+                log.seek(0)
+                raise SystemExit(f"the app exited ({proc.returncode}) before showing a window "
+                                 f"(DISPLAY={env.get('DISPLAY')}):\n{log.read().decode(errors='replace')[-2000:]}\n"
+                                 f"{xvfb_state(xvfb)}")
             if time.perf_counter() - t0 > timeout:
                 raise SystemExit(f"no window after {timeout:.0f} s")
             time.sleep(0.02)
@@ -148,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.runs):
             if args.cold:
                 evict_page_cache(folder)
-            t = one_run(exe, env, args.timeout, args.screenshot if k == 0 else None)
+            t = one_run(exe, env, args.timeout, args.screenshot if k == 0 else None, xvfb)
             times.append(t)
             print(f"run {k + 1}: first window after {t:.2f} s{' (cold cache)' if args.cold else ''}", flush=True)
         kind = "cold" if args.cold else "first run then warm"

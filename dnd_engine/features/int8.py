@@ -66,7 +66,8 @@ def per_patch_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Int8Runner:
-    """Runs ``net`` in int8 on float inputs (already normalised, NCHW), quantizing it on the first call."""
+    """Runs ``net`` in int8 on float image batches (normalised, N x C x H x W in any memory format),
+    quantizing it on the first call."""
 
     def __init__(self, net: nn.Module, float_modules: tuple = (), seven_bit_modules: tuple = (),
                  min_cosine: Optional[float] = None,
@@ -87,7 +88,7 @@ class Int8Runner:
         self._qnet: Optional[nn.Module] = None
         self._batches = 0
         self.recalibrations = 0
-        self.calibration_seconds = 0.0          # quantizing and checking, all calibrations together
+        self.calibration_seconds = 0.0          # spent quantizing, all calibrations together
         self.worst_cosine = 1.0
         self.checked = 0
         self.failed: Optional[str] = None      # why int8 was given up; the caller then runs fp32
