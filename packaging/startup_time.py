@@ -66,6 +66,7 @@ def start_xvfb(timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
     try:
         proc = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
                                 pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=log)
+        proc.log = log          # its stderr, for xvfb_state()
     finally:
         os.close(wfd)
     got = b""
@@ -79,13 +80,10 @@ def start_xvfb(timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
             chunk = os.read(rfd, 64)
             if not chunk:                                   # the server exited before it was ready
                 proc.wait()
-                log.seek(0)
-                raise SystemExit(f"Xvfb exited ({proc.returncode}) before it was ready:\n"
-                                 f"{log.read().decode(errors='replace')[-2000:]}")
+                raise SystemExit(f"Xvfb was not ready: {xvfb_state(proc)}")
             got += chunk
     finally:
         os.close(rfd)
-    proc.log = log              # its stderr, for xvfb_state()
     display = f":{int(got.strip())}"
     if shutil.which("xdpyinfo"):
         # the server says it is ready; a client's view is what counts (a CI run once saw a client refused here)
@@ -138,10 +136,8 @@ def one_run(exe: Path, env: dict, timeout: float, screenshot: Path | None,
                           flush=True)
                     time.sleep(1.0)
                     return one_run(exe, env, timeout, screenshot, xvfb, retry_connect=False)
-                log.seek(0)
                 raise SystemExit(f"the app exited ({proc.returncode}) before showing a window "
-                                 f"(DISPLAY={env.get('DISPLAY')}):\n{log.read().decode(errors='replace')[-2000:]}\n"
-                                 f"{xvfb_state(xvfb)}")
+                                 f"(DISPLAY={env.get('DISPLAY')}):\n{said[-2000:]}\n{xvfb_state(xvfb)}")
             if time.perf_counter() - t0 > timeout:
                 raise SystemExit(f"no window after {timeout:.0f} s")
             time.sleep(0.02)
