@@ -23,6 +23,7 @@ from .classification import DEMO_MODEL
 from .main_window import APP_TITLE, MainWindow
 from .selftest import resources_dir
 from .settings import THEMES
+from .xcb_check import check_xcb
 
 SCREENSHOT_TIMEOUT_MS = 300_000
 
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         from .selftest import main as selftest
         return selftest()
     favour_the_ui_thread()
+    problem = None if QApplication.instance() is not None else check_xcb()
+    if problem:  # Qt would abort with "could not load the Qt platform plugin" and no file name
+        print(f"dnd-studio: {problem}", file=sys.stderr)
+        return 1
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv and sys.argv[0] else "dnd-studio"])
     app.setApplicationName(APP_TITLE)
     app.setOrganizationName(APP_TITLE)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, Q
 from dnd_engine.project import ExtractionPlan, JobRecord, Project, ProjectError, TrainingPlan
 from dnd_engine.slides import SLIDE_EXTENSIONS, Slide, is_slide_path
 
+from .context_menus import install_context_menus
 from .curves import TrainingCurves
 from .classification import (DEMO_MODEL, ClassifiedSlide, ModelLoader, ReadyModel, classify_job, labels_near,
                              read_labels_csv)
@@ -33,12 +34,14 @@ from .predictions_view import PredictionsView
 from .project_session import ProjectSession
 from .results_view import ResultsView
 from .settings import AppSettings
+from .slide_actions import SlideActions
 from .slide_list import SlideListPanel
 from .slide_loader import LoadedSlide, SlideLoader
 from .slide_properties import summary_line
 from .start_screen import StartScreen
 from .status_bar import ViewerStatus
 from .theme import apply_theme
+from .toolbar import build_toolbar
 from .viewer import EMPTY_MESSAGE, MAGNIFICATION_PRESETS, SlideViewer
 from .viewer.heatmap_layer import HeatmapLayer, HeatmapStyle
 from .wizard import TrainingWizard
@@ -178,6 +181,10 @@ class MainWindow(QMainWindow):
         self.status = ViewerStatus(self.statusBar())
         self._build_menus()
         self._connect()
+        self.context_menu: Optional[QMenu] = None  # the last right-click menu (context_menus.py)
+        self.slide_actions = SlideActions(self)    # add/remove slides and folders, header, thumbnails, title
+        self.toolbar = build_toolbar(self)
+        install_context_menus(self)
         self.setAcceptDrops(True)
         self.setWindowTitle(APP_TITLE)
         self.resize(1440, 900)
@@ -251,6 +258,7 @@ class MainWindow(QMainWindow):
         self._refresh_recent_menu()
 
         project_menu = self.menuBar().addMenu("&Project")
+        self.project_menu = project_menu
         self.new_project_action = self._action("&New Project\u2026", lambda: self.new_project(),
                                                QKeySequence("Ctrl+Shift+N"),
                                                tip="Create a project folder for slides, labels, features and runs")
@@ -307,7 +315,7 @@ class MainWindow(QMainWindow):
 
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self._action("About the &Model", self.about_model))
-        about = self._action(f"&About {APP_TITLE}", self.about)
+        about = self._action(f"&About {APP_TITLE.replace('&', '&&')}", self.about)  # a single "&" is a mnemonic
         about.setMenuRole(QAction.MenuRole.AboutRole)
         help_menu.addAction(about)
         self.toggle_minimap(self.minimap_action.isChecked())
@@ -378,11 +386,12 @@ class MainWindow(QMainWindow):
         self._remove_heatmap()
         self.view.set_slide(result.path, result.info, result.thumbnail)
         self.properties.show_info(result.info)
-        self.setWindowTitle(f"{Path(result.path).name} \u2014 {APP_TITLE}")
+        self.slide_actions.update_title()
         self.statusBar().showMessage(summary_line(result.info))
         self.settings.add_recent(result.path)
         self._refresh_recent_menu()
         self.add_slide_record(result.path)
+        self.project.set_thumbnail(result.path, result.thumbnail)
         self.project.select(result.path)
         self.predictions.select_path(result.path)
         if previous is not None and previous is not result.slide:
@@ -408,7 +417,8 @@ class MainWindow(QMainWindow):
         self.inspector.prediction.show_none()
         self.inspector.heatmap.set_models([])
         self.inspector.gallery.clear()
-        self.setWindowTitle(APP_TITLE)
+        self.slide_actions.refresh()  # the title, and the empty project's hint in the viewer
+        self.statusBar().showMessage("Slide closed", 3000)  # not the closed slide's summary
         self._refresh_view_status()
         self._refresh_actions()
 
@@ -417,6 +427,7 @@ class MainWindow(QMainWindow):
         if path not in self.records:
             self.records[path] = SlideRecord(path)
             self.project.add_slide(path)
+            self.slide_actions.listed(path)
         return self.records[path]
 
     def _activate_slide(self, path: str) -> None:
@@ -462,6 +473,13 @@ class MainWindow(QMainWindow):
         """Route dropped paths by kind: a model is loaded, slides are opened (the first) and classified, anything
         else is explained."""
         files = [os.path.abspath(f) for f in files]
+        projects = [f for f in files if Path(f).is_dir() and (Path(f) / "project.json").is_file()]
+        folders = [f for f in files if Path(f).is_dir() and f not in projects and not is_model_path(f)]
+        if projects:
+            self.open_project(projects[0])
+        for folder in folders:  # a folder's slides are listed (linked to the open project), not classified
+            self.slide_actions.add_folder(folder)
+        files = [f for f in files if f not in projects and f not in folders]
         models = [f for f in files if is_model_path(f)]
         slides = [f for f in files if f not in models and is_slide_path(f) and not Path(f).is_dir()]
         others = [f for f in files if f not in models and f not in slides]
@@ -533,6 +551,7 @@ class MainWindow(QMainWindow):
                 self._show_error("Cannot read labels", str(exc))
                 return
             self.predictions.model.set_true_labels(labels)
+            self.project.set_labels(labels)
             self.statusBar().showMessage(f"{len(labels)} true labels loaded from {Path(path).name}", 6000)
 
     # --- classification ----------------------------------------------------------------------------------
@@ -618,6 +637,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{Path(path).name} not classified: {prediction.error}", 10000)
         if path == self.current_path and self.view.has_slide():
             self._show_current_prediction()
+        self._refresh_actions()
 
     def _on_job_finished(self, job: Job) -> None:
         for path, record in self.records.items():
@@ -649,6 +669,8 @@ class MainWindow(QMainWindow):
         if self._patch_marker is not None:
             self.view.remove_overlay(self._patch_marker)
             self._patch_marker = None
+        if hasattr(self, "export_png_action"):
+            self._refresh_actions()
 
     def _show_current_prediction(self) -> None:
         self._remove_heatmap()
@@ -682,6 +704,7 @@ class MainWindow(QMainWindow):
         controls.set_models(layer.model_names, layer.model)
         controls.set_heatmap_style(self.heatmap_style)
         self._refresh_heatmap_details()
+        self._refresh_actions()
         self.prediction_shown.emit(record.path)
 
     def _refresh_heatmap_details(self) -> None:
@@ -852,6 +875,12 @@ class MainWindow(QMainWindow):
         has_slide = self.view.has_slide()
         self.classify_current_action.setEnabled(has_slide and self.model is not None)
         self.close_action.setEnabled(has_slide)
+        has_heatmap = has_slide and self.heatmap_layer is not None
+        self.export_png_action.setEnabled(has_heatmap)
+        self.export_geojson_action.setEnabled(has_heatmap)
+        self.export_csv_action.setEnabled(bool(self.predictions.model.rows))
+        if hasattr(self, "slide_actions"):
+            self.slide_actions.remove_action.setEnabled(has_slide)
         has_project = self.session is not None
         self.close_project_action.setEnabled(has_project)
         self.resume_action.setEnabled(has_project and bool(self.session.interrupted()))
@@ -930,7 +959,7 @@ class MainWindow(QMainWindow):
         self.session = None
         self.curves.clear()
         self.results.set_runs([])
-        self.setWindowTitle(APP_TITLE)
+        self.slide_actions.refresh()
         self._refresh_actions()
         return True
 
@@ -956,7 +985,7 @@ class MainWindow(QMainWindow):
         model = project.model_path
         if model is not None and model.is_file():
             self.load_model(model)
-        self.setWindowTitle(f"{project.name} \u2014 {APP_TITLE}")
+        self.slide_actions.refresh()  # the project's name and next step in the panel and the title
         self.central.setCurrentWidget(self.workspace)
         self.statusBar().showMessage(
             f"Project {project.name}: {len(project.slides)} slides"
@@ -977,6 +1006,7 @@ class MainWindow(QMainWindow):
             return
         self._list_project_slides()
         self.refresh_results()
+        self.slide_actions.refresh()
 
     def _on_train_started(self, run_dir: str, title: str) -> None:
         """One training run's curves at a time: its finished folds (a resumed run) from disk, then live epochs."""
@@ -1095,6 +1125,7 @@ class MainWindow(QMainWindow):
         self._loader.shutdown()
         self._model_loader.shutdown()
         self.inspector.gallery.wait()
+        self.slide_actions.shutdown()
         self.view.shutdown()
         if self.slide is not None:
             self.slide.close()

@@ -1,7 +1,9 @@
-"""The project panel (left): the active model and the slides of this session with where each one stands.
+"""The project panel (left): the open project and its next step, the active model, and the slides of this
+session with a thumbnail, their label and where each one stands.
 
 The model box says plainly when the bundled demo model is active, so a demo prediction is never mistaken for a
-diagnosis. Selecting a slide opens it in the viewer with its prediction and heatmap.
+diagnosis. Selecting a slide opens it in the viewer with its prediction and heatmap; right-clicking it offers
+what can be done with it (:mod:`.context_menus`).
 """
 
 from __future__ import annotations
@@ -9,14 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QVBoxLayout, QWidget)
 
+from dnd_engine.slides.slide import slide_id
+
 from .inspector import ERROR_COLOUR, WARNING_COLOUR
+from .project_header import ProjectHeader
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+STATUS_ROLE = Qt.ItemDataRole.UserRole + 1
+THUMB_ROLE = Qt.ItemDataRole.UserRole + 2  # True once the slide's own thumbnail replaced the blank icon
+THUMBNAIL_PX = 48
 
 
 class ModelBox(QGroupBox):
@@ -77,8 +85,12 @@ class SlideListPanel(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None):
         super().__init__(parent)
+        self.header = ProjectHeader()
         self.model_box = ModelBox()
+        self.labels: dict[str, str] = {}  # slide id → true label (the project's labels CSV or one the user loaded)
         self.list = QListWidget()
+        self.list.setIconSize(QSize(THUMBNAIL_PX, THUMBNAIL_PX))
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setAlternatingRowColors(True)
         self.list.setWordWrap(True)
@@ -92,6 +104,7 @@ class SlideListPanel(QWidget):
         box_layout.addWidget(self.list)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.header)
         layout.addWidget(self.model_box)
         layout.addWidget(slides_box, 1)
 
@@ -106,17 +119,64 @@ class SlideListPanel(QWidget):
 
     def add_slide(self, path: str) -> None:
         if self._item(path) is None:
-            item = QListWidgetItem(Path(path).name)
+            item = QListWidgetItem()
             item.setData(PATH_ROLE, path)
+            item.setData(STATUS_ROLE, "")
             item.setToolTip(path)
+            item.setIcon(self._blank_icon())
             self.list.addItem(item)
+            self._render(item)
             self.empty.hide()
+
+    def remove_slide(self, path: str) -> bool:
+        item = self._item(path)
+        if item is None:
+            return False
+        self.list.blockSignals(True)  # removing the current row must not open the next slide
+        self.list.takeItem(self.list.row(item))
+        self.list.blockSignals(False)
+        self.empty.setVisible(self.list.count() == 0)
+        return True
+
+    def set_thumbnail(self, path: str, image: QImage) -> None:
+        item = self._item(path)
+        if item is not None and not image.isNull():
+            small = image.scaled(THUMBNAIL_PX, THUMBNAIL_PX, Qt.AspectRatioMode.KeepAspectRatio,
+                                 Qt.TransformationMode.SmoothTransformation)
+            item.setIcon(QIcon(QPixmap.fromImage(small)))
+            item.setData(THUMB_ROLE, True)
+
+    def has_thumbnail(self, path: str) -> bool:
+        item = self._item(path)
+        return item is not None and bool(item.data(THUMB_ROLE))
+
+    def set_labels(self, labels: dict[str, str]) -> None:
+        """True labels by slide id, shown beside each slide's name (merged with those known before)."""
+        self.labels.update({str(k): str(v) for k, v in labels.items()})
+        for i in range(self.list.count()):
+            self._render(self.list.item(i))
+
+    def label(self, path: str) -> str:
+        return self.labels.get(slide_id(path), "")
+
+    def _blank_icon(self) -> QIcon:
+        blank = QPixmap(THUMBNAIL_PX, THUMBNAIL_PX)
+        blank.fill(QColor(128, 128, 128, 40))
+        return QIcon(blank)
+
+    def _render(self, item: QListWidgetItem) -> None:
+        path = item.data(PATH_ROLE)
+        label = self.label(path)
+        first = f"{Path(path).name}  \u00b7  {label}" if label else Path(path).name
+        status = item.data(STATUS_ROLE) or ""
+        item.setText(f"{first}\n{status}" if status else first)
 
     def set_status(self, path: str, status: str, kind: str = "") -> None:
         """Second line of the slide's entry; ``kind`` is '', 'running', 'done' or 'failed' (colours it)."""
         self.add_slide(path)
         item = self._item(path)
-        item.setText(f"{Path(path).name}\n{status}" if status else Path(path).name)
+        item.setData(STATUS_ROLE, status)
+        self._render(item)
         colours = {"failed": QColor(ERROR_COLOUR), "running": QColor(WARNING_COLOUR)}
         if kind in colours:
             item.setForeground(colours[kind])

@@ -135,6 +135,50 @@ class Project:
         self.slides = [str(p) for p in paths]
         return paths
 
+    def add_slides(self, source: str | os.PathLike | List[str]) -> List[Path]:
+        """Link more slides (a folder's, or a list of files) to those already linked; returns the newly linked
+        ones. A slide already linked is skipped; one whose id another linked slide has is refused (ids name the
+        feature files), and then nothing is linked."""
+        if isinstance(source, (list, tuple)):
+            paths = [Path(p).expanduser().resolve() for p in source]
+            bad = [p.name for p in paths if not p.is_file() or not is_slide_path(p)]
+            if bad:
+                raise ProjectError(f"not slide files: {', '.join(bad[:5])}")
+        else:
+            try:
+                paths = [p.resolve() for p in find_slides(Path(source).expanduser())]
+            except DnDError as exc:
+                raise ProjectError(str(exc)) from None
+        linked = {str(Path(p)) for p in self.slides}
+        seen: Dict[str, Path] = {slide_id(p): Path(p) for p in self.slides}
+        new: List[Path] = []
+        for p in paths:
+            if str(p) in linked or p in new:
+                continue
+            sid = slide_id(p)
+            if sid in seen:
+                raise ProjectError(f"two slides share the id {sid!r}: {seen[sid]} and {p}")
+            seen[sid] = p
+            new.append(p)
+        self.slides = self.slides + [str(p) for p in new]
+        return new
+
+    def remove_slides(self, paths: List[str | os.PathLike]) -> List[str]:
+        """Unlink slides (the files are left alone; their features and runs stay); returns those unlinked."""
+        gone = {str(Path(p).expanduser().resolve()) for p in paths} | {str(p) for p in paths}
+        removed = [p for p in self.slides if p in gone or str(Path(p).resolve()) in gone]
+        self.slides = [p for p in self.slides if p not in removed]
+        return removed
+
+    def next_step(self) -> str:
+        """What a user does next in this project: 'add slides' (none linked, no features), 'train' (no run
+        finished yet) or 'classify' (a model is ready)."""
+        if not self.slides and not self.features:
+            return "add slides"
+        if self.model is None and not self.runs:
+            return "train"
+        return "classify"
+
     def slide_paths(self) -> Dict[str, Path]:
         return {slide_id(p): Path(p) for p in self.slides}
 

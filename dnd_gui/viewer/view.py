@@ -36,7 +36,8 @@ class SlideViewer(QGraphicsView):
     tile_error = Signal(str)         # a tile failed to decode (the coarser level stays in its place)
 
     ZOOM_STEP = 1.25                 # per wheel notch / keyboard step
-    MAX_ZOOM = 4.0                   # screen pixels per level-0 pixel: digital zoom beyond the scan
+    MAX_ZOOM = 2.0                   # screen pixels per level-0 pixel: 2× digital zoom beyond the scan (a 20×
+                                     # scan reaches 40×); the magnification presets stop at the same place
     FIT_MARGIN = 0.02                # fraction of the slide kept free around it when fitting
     PREFETCH_RING = 1                # tiles loaded around the visible ones, to pan into
     PAN_FRACTION = 0.125             # of the viewport, per arrow key
@@ -232,10 +233,17 @@ class SlideViewer(QGraphicsView):
     def is_fully_loaded(self) -> bool:
         return self.layer is not None and not self.missing_tiles()
 
-    def available_presets(self) -> list[int]:
-        """The magnification presets this slide reaches without digital zoom."""
+    def max_magnification(self) -> Optional[float]:
+        """The highest apparent magnification the wheel reaches (the scan's × ``MAX_ZOOM``); None without
+        metadata."""
         power = self.objective_power
-        return [m for m in MAGNIFICATION_PRESETS if power and m <= power * 1.0001]
+        return power * max(self.MAX_ZOOM, self._fit_zoom()) if power else None
+
+    def available_presets(self) -> list[int]:
+        """The magnification presets this slide reaches: the same limit as the wheel (:meth:`zoom_limits`), so a
+        preset is never greyed out at a magnification the wheel zooms past."""
+        top = self.max_magnification()
+        return [m for m in MAGNIFICATION_PRESETS if top and m <= top * 1.0001]
 
     # --- zoom and pan ------------------------------------------------------------------------------------
     def _fit_zoom(self) -> float:
