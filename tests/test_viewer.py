@@ -122,7 +122,7 @@ def test_viewer_opens_the_bundled_slide_sharp_with_scale_bar_and_overview(qtbot,
     assert bar.isVisible() and bar.label.endswith(("\u00b5m", "mm"))
     assert bar.length_px == pytest.approx(bar.length_um / (0.499 / viewer.zoom), rel=0.01)
     assert viewer.minimap.isVisible()
-    assert viewer.available_presets() == [1, 2, 5, 10, 20]
+    assert viewer.available_presets() == [1, 2, 5, 10, 20, 40]  # up to the wheel's limit, 2× the scan
 
 
 def test_viewer_zoom_and_pan_change_the_visible_region_and_the_level(qtbot, viewer, pyramid):
