@@ -97,8 +97,10 @@ class StartScreen(QWidget):
         inner.addWidget(subtitle)
         inner.addSpacing(18)
         inner.addLayout(row, 1)
-        hint = QLabel("Tip: drop slide files on this window to classify them with the bundled demo model.")
+        hint = QLabel("Tip: drop slide files on this window to classify them with the bundled demo model, or a "
+                      "folder to list its slides.")
         hint.setEnabled(False)
+        hint.setWordWrap(True)
         inner.addWidget(hint)
         card = QWidget()
         card.setLayout(inner)

@@ -34,7 +34,7 @@ def toolbar_actions(win: "MainWindow") -> list:
 
 # shorter words than the menus' for the toolbar's buttons (the menus keep the full text and the "…")
 SHORT_TEXT = {"open_action": "Open Slide", "open_project_action": "Open Project",
-              "load_model_action": "Model", "classify_current_action": "Classify", "train_action": "Train",
+              "load_model_action": "Load Model", "classify_current_action": "Classify", "train_action": "Train",
               "fit_action": "Fit", "show_heatmap_action": "Heatmap", "export_png_action": "Export"}
 
 
