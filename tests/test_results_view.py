@@ -484,11 +484,10 @@ def test_results_page_fits_1366x768_without_sideways_scrolling(qtbot, tmp_path, 
     win.workspace.setCurrentWidget(win.results_scroll)
     with qtbot.waitSignal(win.results.loaded, timeout=LOAD_MS):
         win.results.set_runs([a, b])
-    qtbot.waitUntil(lambda: not win.results.is_wide())          # the page beside the docks is narrower than 980
-    QApplication.processEvents()
     bar = win.results_scroll.horizontalScrollBar()
-    assert bar.maximum() == 0
+    qtbot.waitUntil(lambda: bar.maximum() == 0, timeout=5_000)   # was 161 px of sideways scrolling
     assert win.results.width() <= win.results_scroll.viewport().width()
+    assert not win.results.is_wide()                             # the page beside the docks is under 980 px
     # the numbers are whole in their cells (two lines rather than an elided "0.733 ± …")
     t = win.results.table
     for c in range(4, t.columnCount()):
