@@ -1,7 +1,8 @@
 """The Results page: base vs D&D for every finished run, and a closer look at one run.
 
-- the comparison table: one row per run (its name, as the project named it, and its MIL method), test ACC and AUC as mean ± std over folds for the base
-  model and the D&D student, the mean difference and its paired p, exactly as the run's summary.json holds them;
+- the comparison table: one row per run (its name, as the project named it, and its MIL method), test ACC and
+  AUC as mean ± std over folds for the base model and the D&D student, the mean difference and its paired p,
+  exactly as the run's summary.json holds them;
 - for the run picked in the selector (or the table): ROC curves of both arms, the confusion matrix of either,
   and the cluster explorer — the fold's training slides in 2-D (PCA of what was clustered), coloured by cluster
   or by class; clicking a point asks the window to open that slide;
