@@ -494,6 +494,9 @@ def test_results_page_fits_1366x768_without_sideways_scrolling(qtbot, tmp_path, 
         text = t.item(0, c).text()
         width = max(t.fontMetrics().horizontalAdvance(line) for line in text.split("\n"))
         assert width <= t.columnWidth(c), (t.horizontalHeaderItem(c).text(), text, t.columnWidth(c))
+    qtbot.wait(100)  # the scroll area takes the page's new height on a posted layout request
+    rows = win.results._rows
+    assert all(w.height() >= w.minimumSizeHint().height() for w in (rows.widget(0), rows.widget(1)))
     ARTIFACTS.mkdir(exist_ok=True)
     assert win.grab().save(str(ARTIFACTS / "results_1366x768.png"))
     # a wide window puts the three panels back in one row
