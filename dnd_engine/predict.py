@@ -7,8 +7,6 @@ an extraction. Used by ``dnd predict``, ``dnd demo`` and the app's drag-and-drop
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -16,12 +14,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .atomic import ensure_dir, write_text_atomic
+from .atomic import ensure_dir
 from .bags import load_bag
 from .device import resolve_device
 from .errors import Cancelled, DnDError
 from .models import MILModel
 from .models.io import load_model
+from .predictions import PREDICTIONS_FILE, check_predictions_file, write_predictions
 from .progress import CancelFn, ProgressFn, check_cancelled, no_progress
 
 HEATMAP_CHOICES = ("student", "all", "none")
@@ -130,11 +129,13 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                    weights: Optional[str] = None, extractor: Optional[str] = None, heatmaps: str = "student",
                    colormap: str = "jet", device: str = "auto", progress: ProgressFn = no_progress,
                    slide_progress: ProgressFn = no_progress, cancelled: Optional[CancelFn] = None,
-                   log=None) -> List[SlidePrediction]:
+                   log=None, model_name: Optional[str] = None) -> List[SlidePrediction]:
     """Predict every slide; a failing slide is reported (status ``failed``) and the others go on.
 
-    Writes ``out_dir/predictions.csv``, features under ``out_dir/extraction`` and, per slide,
-    ``out_dir/heatmaps/<slide>_<model>_heatmap.png`` / ``.geojson``.
+    Adds each slide's row to ``out_dir/predictions.csv`` (rows of earlier calls are kept; a slide classified
+    again by the same model replaces its row: :mod:`dnd_engine.predictions`), writes features under
+    ``out_dir/extraction`` and, per slide, ``out_dir/heatmaps/<slide>_<model>_heatmap.png`` / ``.geojson``.
+    ``model_name`` fills the file's ``model`` column (default: the run's name, see :mod:`dnd_engine.run_names`).
     """
     from .features import extract_cohort
     say = log or (lambda m: None)
@@ -145,6 +146,10 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     card = lm.card
     cfg, enc = prepare_extractor(lm, weights=weights, device=dev, extractor=extractor, log=say)
     out = ensure_dir(out_dir)
+    check_predictions_file(out / PREDICTIONS_FILE)     # a foreign file there is refused before any slide is read
+    if model_name is None:
+        from .run_names import model_key
+        model_name = model_key(lm.path)
     results: List[SlidePrediction] = []
     for k, s in enumerate(slides):
         check_cancelled(cancelled)
@@ -165,8 +170,10 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
             from .slides.slide import slide_id
             results.append(SlidePrediction(slide_id(sp), str(sp), "failed", error=str(e)))
             say(f"error: {sp.name}: {e}")
+        # each slide's row is in the file as soon as it exists: a cancel or a crash keeps the slides done
+        write_predictions(out / PREDICTIONS_FILE, results[-1:], lm.class_names, model=model_name,
+                          demo=bool(card.get("demo")))
     progress(len(slides), len(slides), "done")
-    write_text_atomic(out / "predictions.csv", predictions_csv(results, lm.class_names))
     return results
 
 
@@ -213,6 +220,9 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
         tissue = extraction_tissue_mask(out, sid)
         for name, (_m, p, sc) in models.items():
             hm = render_heatmap(slide, coords, ps0, sc, colormap=colormap, tissue=tissue)
+            if lm.card.get("demo"):
+                from .demo_mark import stamp_demo
+                hm.overlay = stamp_demo(hm.overlay)
             png = hdir / f"{sid}_{name}_heatmap.png"
             save_heatmap_png(hm, png)
             gj = hdir / f"{sid}_{name}_heatmap.geojson"
@@ -238,19 +248,6 @@ def extraction_tissue_mask(out: Path, slide_id: str, max_side: Optional[int] = N
             return np.asarray(img) >= 128
     except (OSError, ValueError):
         return None
-
-
-def predictions_csv(results: Sequence[SlidePrediction], class_names: List[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["slide_id", "status", "predicted"] + [f"p_{c}" for c in class_names] +
-               ["n_patches", "heatmap_png", "heatmap_geojson", "error", "path"])
-    for r in results:
-        probs = [f"{p:.6f}" for p in r.probs] if r.probs else [""] * len(class_names)
-        w.writerow([r.slide_id, r.status, r.predicted] + probs +
-                   [r.n_patches or "", r.outputs.get("student_png", ""), r.outputs.get("student_geojson", ""),
-                    r.error, r.path])
-    return buf.getvalue()
 
 
 __all__ = ["HEATMAP_CHOICES", "LoadedModel", "SlidePrediction", "check_slide", "load_deployable", "model_scores",

@@ -5,9 +5,10 @@ weights are on this machine and whose feature size is the model's (``prepare_ext
 cannot work is refused at once with the engine's one-line reason, and the previous model stays active.
 
 A classification job calls ``predict_slides`` one slide at a time, so each slide's prediction reaches the window
-as soon as it exists and a cancel keeps the slides already done. Outputs go to one folder per model: features
-are reused when a slide is classified again, and ``predictions.csv`` there always lists every slide classified
-with that model (merged after each slide, written atomically).
+as soon as it exists and a cancel keeps the slides already done. Outputs go to one folder per model, named by
+its run (``dnd_engine.run_names``: two runs of one method never share it): features are reused when a slide is
+classified again, and ``predictions.csv`` there lists every slide classified with that model (the engine's one
+writer, ``dnd_engine.predictions``, adds each slide's row; the app merges nothing itself).
 
 Nothing here imports torch at module level: the window must not wait for it.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -24,7 +24,6 @@ from typing import Optional, Sequence
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 
-from dnd_engine.atomic import write_text_atomic
 from dnd_engine.errors import DnDError
 
 from .jobs import JobContext, JobFn
@@ -63,8 +62,10 @@ class ReadyModel:
 
     @property
     def name(self) -> str:
-        p = self.path
-        return p.parent.name if p.name == "model.safetensors" else p.stem
+        """The run's name (``<run>/<method>`` for a project run), else the file's stem; it also names the
+        model's predictions folder."""
+        from dnd_engine.run_names import model_key
+        return model_key(self.path)
 
     @property
     def architecture(self) -> str:
@@ -154,7 +155,6 @@ class ModelLoader(QObject):
 
 
 # --- classification job --------------------------------------------------------------------------------------
-_csv_lock = threading.Lock()
 
 
 @dataclass
@@ -174,33 +174,12 @@ def read_tissue_mask(out_dir: Path, slide_id: str, max_side: int = MAX_MASK_SIDE
     return extraction_tissue_mask(out_dir, slide_id, max_side)
 
 
-def merge_predictions_csv(path: Path, new_csv: str) -> None:
-    """Add (or replace, by slide id) the rows of ``new_csv`` in the predictions file at ``path``. Rows of a file
-    with other columns (another model's classes) are dropped rather than mixed."""
-    new_rows = list(csv.reader(io.StringIO(new_csv)))
-    if not new_rows:
-        return
-    header, rows = new_rows[0], {r[0]: r for r in new_rows[1:] if r}
-    with _csv_lock:
-        merged: dict[str, list[str]] = {}
-        if path.is_file():
-            old = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-            if old and old[0] == header:
-                merged = {r[0]: r for r in old[1:] if r}
-        merged.update(rows)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(merged[k] for k in sorted(merged))
-        write_text_atomic(path, buf.getvalue())
-
-
 def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path) -> JobFn:
     """The job function: tissue → patches → features → model → heatmaps for each slide, in order."""
     slides = [str(s) for s in slides]
 
     def run(ctx: JobContext) -> list:
-        from dnd_engine.predict import predict_slides, predictions_csv
+        from dnd_engine.predict import predict_slides
 
         n = len(slides)
         total = n * STEPS_PER_SLIDE
@@ -217,8 +196,8 @@ def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path)
                 ctx.progress(base + step, total, f"{prefix}{name}: features {done}/{count} patches")
 
             out = predict_slides(model.loaded, [slide], out_dir, heatmaps=model.heatmaps, device=model.device,
-                                 slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log)
-            merge_predictions_csv(out_dir / "predictions.csv", predictions_csv(out, model.class_names))
+                                 slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log,
+                                 model_name=model.name)
             results.extend(out)
             for r in out:
                 ctx.emit(ClassifiedSlide(r, read_tissue_mask(out_dir, r.slide_id) if r.status == "done" else None))

@@ -56,7 +56,7 @@ def stage_colour(stage: str) -> str:
 
 def stage_label(stage: str) -> str:
     m = _EXPERT.match(stage)
-    return f"expert {m.group(1)}" if m else stage
+    return f"expert {int(m.group(1)) + 1}" if m else stage  # 1-based, as the inspector and the logs say
 
 
 def _stage_key(stage: str):

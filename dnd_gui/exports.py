@@ -16,9 +16,11 @@ from .viewer.heatmap_layer import HeatmapStyle
 
 
 def heatmap_png_job(path: str | Path, slide_path: str, coords: np.ndarray, patch_size_level0: float,
-                    scores: np.ndarray, style: HeatmapStyle, tissue: Optional[np.ndarray]) -> JobFn:
+                    scores: np.ndarray, style: HeatmapStyle, tissue: Optional[np.ndarray],
+                    demo: bool = False) -> JobFn:
     """The heatmap as shown (colormap, opacity, threshold, scale, smoothing; on tissue when the mask is known)
-    blended over the whole slide, long side 2048 px, by the engine's renderer (as ``dnd predict`` writes it)."""
+    blended over the whole slide, long side 2048 px, by the engine's renderer (as ``dnd predict`` writes it).
+    A demo model's heatmap carries the DEMO banner in its pixels: the PNG travels without the app."""
     coords, scores = np.array(coords, copy=True), np.array(scores, copy=True)
 
     def run(ctx: JobContext) -> str:
@@ -31,6 +33,9 @@ def heatmap_png_job(path: str | Path, slide_path: str, coords: np.ndarray, patch
             heatmap = render_heatmap(slide, coords, patch_size_level0, scores, colormap=style.colormap,
                                      alpha=style.opacity, normalise=style.normalise,
                                      threshold=style.threshold or None, blur=style.smooth, tissue=mask)
+        if demo:
+            from dnd_engine.demo_mark import stamp_demo
+            heatmap.overlay = stamp_demo(heatmap.overlay)
         ctx.progress(1, 2, "writing\u2026")
         save_heatmap_png(heatmap, path)
         return str(path)

@@ -3,6 +3,9 @@
 It ties the heatmap's colours to evidence a pathologist can judge (CLAM, TRIDENT and STAMP save these as files;
 here a click centres the viewer on the patch). Patch images are read on a worker thread with its own slide
 handle, at the pyramid level nearest the thumbnail size; a newer request makes older results drop.
+
+Each list is one strip that scrolls sideways, so the gallery keeps one fixed, small height and stays on screen
+under the prediction in the inspector on a 1366×768 display (wrapped rows grew it to 430 px, below the fold).
 """
 
 from __future__ import annotations
@@ -75,7 +78,9 @@ class PatchList(QListWidget):
         super().__init__(parent)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setFlow(QListView.Flow.LeftToRight)
-        self.setWrapping(True)
+        self.setWrapping(False)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
         self.setIconSize(QSize(THUMB, THUMB))
@@ -83,7 +88,8 @@ class PatchList(QListWidget):
         self.setSpacing(2)
         self.setUniformItemSizes(True)
         self.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
-        self.setMinimumHeight(THUMB + 34)
+        # one row of thumbnails and room for the sideways scroll bar, whatever the width
+        self.setFixedHeight(THUMB + 24 + 2 * self.frameWidth() + self.horizontalScrollBar().sizeHint().height() + 4)
 
 
 class PatchGallery(QWidget):

@@ -334,7 +334,7 @@ class Inspector(QScrollArea):
         inner = QWidget()
         layout = QVBoxLayout(inner)
         layout.setContentsMargins(6, 6, 6, 6)
-        for w in (self.prediction, self.heatmap, gallery_box, properties_box):
+        for w in (self.prediction, gallery_box, self.heatmap, properties_box):  # the evidence in view at 768 px
             layout.addWidget(w)
         layout.addStretch(1)
         self.setWidget(inner)

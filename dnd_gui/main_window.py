@@ -626,7 +626,7 @@ class MainWindow(QMainWindow):
         record.heatmap_model = "student"
         record.tissue = tissue
         record.job = None
-        self.predictions.add_prediction(prediction, list(class_names), model_name)
+        self.predictions.add_prediction(prediction, list(class_names), model_name, demo)
         if prediction.status == "done":
             p = max(prediction.probs)
             self.project.set_status(path, f"{prediction.predicted} \u00b7 {p * 100:.0f} %", "done")
@@ -807,7 +807,7 @@ class MainWindow(QMainWindow):
         if layer is None or record is None:
             return None
         fn = heatmap_png_job(path, record.path, layer.coords, layer.patch_size, layer.raw, self.heatmap_style,
-                             record.tissue)
+                             record.tissue, demo=record.demo)
         return self._submit_export(f"Export {Path(path).name}", fn)
 
     def export_heatmap_geojson(self, path: str) -> Optional[Job]:

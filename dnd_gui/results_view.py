@@ -1,11 +1,16 @@
 """The Results page: base vs D&D for every finished run, and a closer look at one run.
 
-- the comparison table: one row per run (= MIL method), test ACC and AUC as mean ± std over folds for the base
-  model and the D&D student, the mean difference and its paired p, exactly as the run's summary.json holds them;
+- the comparison table: one row per run (its name, as the project named it, and its MIL method), test ACC and
+  AUC as mean ± std over folds for the base model and the D&D student, the mean difference and its paired p,
+  exactly as the run's summary.json holds them;
 - for the run picked in the selector (or the table): ROC curves of both arms, the confusion matrix of either,
   and the cluster explorer — the fold's training slides in 2-D (PCA of what was clustered), coloured by cluster
   or by class; clicking a point asks the window to open that slide;
 - "Use this model for classification" hands the run's deployable model to the window.
+
+The page fits a 1366×768 screen beside the docks: below ``WIDE_LAYOUT`` px the cluster explorer moves under the
+ROC and confusion panels (the page then scrolls down, never sideways). Clusters are numbered from 1, as the
+experts they train are everywhere a user reads them.
 
 Reading runs, the ROC curves, the confusion matrices and every fold's projection happen on a worker thread
 (scikit-learn alone takes over a second to import); the GUI thread only fills widgets with the results.
@@ -20,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, QRunnable, QSize, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFrame, QHBoxLayout, QHeaderView,
                                QLabel, QPushButton, QSizePolicy, QSplitter, QStackedWidget, QTableWidget,
@@ -41,7 +46,9 @@ ROC_RANGE = (-0.05, 1.05)  # room for the 0.0 and 1.0 tick labels, which pyqtgra
 SEGMENT_STYLE = ("QPushButton { padding: 3px 12px; }"
                  "QPushButton:checked { background-color: palette(highlight); color: palette(highlighted-text);"
                  " border: 1px solid palette(highlight); border-radius: 3px; }")
-TABLE_COLUMNS = ["Method", "Preset", "Folds", "ACC base", "ACC D&D", "\u0394ACC (p)", "AUC base", "AUC D&D",
+WIDE_LAYOUT = 980   # px of page width from which the three panels sit side by side
+NARROW_MIN_WIDTH = 560
+TABLE_COLUMNS = ["Run", "Method", "Preset", "Folds", "ACC base", "ACC D&D", "\u0394ACC (p)", "AUC base", "AUC D&D",
                  "\u0394AUC (p)"]
 
 
@@ -198,7 +205,7 @@ class ResultsView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        for c in (0, 1, 2):
+        for c in (0, 1, 2, 3):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.table.itemSelectionChanged.connect(self._on_table_selection)
@@ -218,23 +225,59 @@ class ResultsView(QWidget):
         bar.addWidget(self.run_combo)
         self.run_info = QLabel("")
         self.run_info.setEnabled(False)
+        self.run_info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the page
         bar.addWidget(self.run_info, 1)
         self.model_button = QPushButton("Use this model for classification")
         self.model_button.clicked.connect(self._on_model_button)
         bar.addWidget(self.model_button)
         lay.addLayout(bar)
 
-        split = QSplitter(Qt.Orientation.Horizontal, page)
+        # wide: ROC | confusion | clusters in one row; narrow: the cluster explorer in a second row (see resizeEvent)
+        self._rows = QSplitter(Qt.Orientation.Vertical, page)
+        self._rows.setChildrenCollapsible(False)
+        split = QSplitter(Qt.Orientation.Horizontal, self._rows)
         split.setChildrenCollapsible(False)
         split.addWidget(self._build_roc_panel(split))
         split.addWidget(self._build_confusion_panel(split))
-        split.addWidget(self._build_cluster_panel(split))
+        self._cluster_frame = self._build_cluster_panel(split)
+        split.addWidget(self._cluster_frame)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 3)
         split.setStretchFactor(2, 5)
         split.setSizes([420, 300, 520])
-        lay.addWidget(split, 1)
+        self._split = split
+        self._rows.addWidget(split)
+        self._wide = True
+        lay.addWidget(self._rows, 1)
         return page
+
+    def is_wide(self) -> bool:
+        """True while the three panels sit side by side."""
+        return self._wide
+
+    def _arrange(self, width: int) -> None:
+        wide = width >= WIDE_LAYOUT
+        if wide == self._wide:
+            return
+        self._wide = wide
+        if wide:
+            self._split.addWidget(self._cluster_frame)
+            self._split.setSizes([420, 300, 520])
+        else:
+            self._rows.addWidget(self._cluster_frame)
+        if self.results:
+            self._fill_table()   # two-line cells when narrow: the numbers stay whole instead of elided
+        self.updateGeometry()
+
+    def minimumSizeHint(self) -> QSize:
+        """Narrow enough for the page beside the docks at 1366 px: below ``WIDE_LAYOUT`` the panels rearrange
+        into two rows rather than asking the scroll area for a sideways scroll."""
+        hint = super().minimumSizeHint()
+        return QSize(min(hint.width(), NARROW_MIN_WIDTH), hint.height())
+
+    def resizeEvent(self, event) -> None:
+        self._arrange(event.size().width())
+        super().resizeEvent(event)
 
     def _panel(self, parent: QWidget, title: str) -> tuple[QFrame, QVBoxLayout, QHBoxLayout]:
         frame = QFrame(parent)
@@ -315,6 +358,8 @@ class ResultsView(QWidget):
         head.addStretch(1)
         self.cluster_plot = themed_plot(self.palette(), left="PC 2", bottom="PC 1")
         item = self.cluster_plot.getPlotItem()
+        for name in ("left", "bottom"):  # the engine scales PCs to s.d. units: no "(x0.001)" prefix on the axes
+            item.getAxis(name).enableAutoSIPrefix(False)
         self.scatter = pg.ScatterPlotItem(size=9, hoverable=True, hoverSize=13,
                                           tip=lambda x, y, data: str(data))
         self.scatter.sigClicked.connect(self._on_points_clicked)
@@ -376,9 +421,10 @@ class ResultsView(QWidget):
             self.problems_label.setVisible(bool(self.problems))
             self.run_combo.blockSignals(True)
             self.run_combo.clear()
-            for r in self.results:
-                folder = "" if r.run.name == r.run.method else f" \u00b7 {r.run.name}"
-                self.run_combo.addItem(f"{r.run.method} \u00b7 {r.run.preset}{folder}", str(r.run.path))
+            for text, r in zip(run_titles([r.run for r in self.results]), self.results):
+                self.run_combo.addItem(text, str(r.run.path))
+                self.run_combo.setItemData(self.run_combo.count() - 1, str(r.run.path),
+                                           Qt.ItemDataRole.ToolTipRole)
             self.run_combo.blockSignals(False)
             self.stack.setCurrentIndex(1)
             # a refresh (e.g. after another run finished) keeps the run the user was looking at
@@ -402,6 +448,9 @@ class ResultsView(QWidget):
     # --- the comparison table ----------------------------------------------------------------------------
     def _fill_table(self) -> None:
         t = self.table
+        lines = 1 if self._wide else 2
+        t.verticalHeader().setDefaultSectionSize(self.fontMetrics().lineSpacing() * lines + 10)
+        two = (lambda text: text) if self._wide else _two_lines
         t.blockSignals(True)
         t.setRowCount(len(self.results))
         good, bad = QColor("#2e9d57"), QColor("#d9483b")
@@ -410,12 +459,13 @@ class ResultsView(QWidget):
         for i, res in enumerate(self.results):
             row = res.row
             tip = str(row.path)
-            cells = [_item(row.method, Qt.AlignmentFlag.AlignLeft, tip), _item(row.preset, tip=tip),
+            cells = [_item(row.run or res.run.name, Qt.AlignmentFlag.AlignLeft, tip),
+                     _item(row.method, Qt.AlignmentFlag.AlignLeft, tip), _item(row.preset, tip=tip),
                      _item(str(row.n_folds), tip=tip),
-                     _item(format_mean_std(*row.base_acc)), _item(format_mean_std(*row.dnd_acc)),
-                     self._diff_item(row.diff_acc, res.run.summary.get("diff_test_acc"), good, bad),
-                     _item(format_mean_std(*row.base_auc)), _item(format_mean_std(*row.dnd_auc)),
-                     self._diff_item(row.diff_auc, res.run.summary.get("diff_test_auc"), good, bad)]
+                     _item(two(format_mean_std(*row.base_acc))), _item(two(format_mean_std(*row.dnd_acc))),
+                     self._diff_item(row.diff_acc, res.run.summary.get("diff_test_acc"), good, bad, two),
+                     _item(two(format_mean_std(*row.base_auc))), _item(two(format_mean_std(*row.dnd_auc))),
+                     self._diff_item(row.diff_auc, res.run.summary.get("diff_test_auc"), good, bad, two)]
             cells[0].setFont(bold)
             for c, cell in enumerate(cells):
                 t.setItem(i, c, cell)
@@ -424,14 +474,14 @@ class ResultsView(QWidget):
         t.setFixedHeight(t.horizontalHeader().height() + rows_h + 2 * t.frameWidth() + 2)
 
     @staticmethod
-    def _diff_item(diff, detail, good: QColor, bad: QColor) -> QTableWidgetItem:
+    def _diff_item(diff, detail, good: QColor, bad: QColor, two=lambda text: text) -> QTableWidgetItem:
         mean, p = diff
         detail = detail or {}
         tip = f"{PAIRED_TEST}, {detail.get('n', '?')} folds"
         w = detail.get("p_wilcoxon")
         if w is not None and isinstance(w, (int, float)) and math.isfinite(w):
             tip += f"; Wilcoxon signed-rank p = {w:.3f}"
-        it = _item(format_diff(mean, p), tip=tip)
+        it = _item(two(format_diff(mean, p)), tip=tip)
         if math.isfinite(mean) and math.isfinite(p) and p < 0.05 and mean != 0:
             it.setForeground(good if mean > 0 else bad)
         return it
@@ -454,7 +504,7 @@ class ResultsView(QWidget):
         deployed = run.summary.get("deployed_fold")
         self.run_info.setText(f"{run.n_folds} folds \u00b7 {len(run.class_names)} classes"
                               + (f" \u00b7 deployed model: fold {deployed}" if deployed is not None else ""))
-        self.run_info.setToolTip(str(run.path))
+        self.run_info.setToolTip(f"{self.run_info.text()}\n{run.path}")  # the label may be cut on a small screen
         has_model = run.model_path.is_file()
         self.model_button.setEnabled(has_model)
         self.model_button.setToolTip(str(run.model_path) if has_model else "this run has no model.safetensors")
@@ -567,7 +617,7 @@ class ResultsView(QWidget):
     def _groups(self, proj: ClusterProjection, res: RunResults) -> tuple[List[int], List[str], List[QColor]]:
         """(group index per point, group names, group colours) for the current colouring."""
         if self._colour_by == "cluster":
-            names = [f"cluster {c}" for c in range(proj.n_clusters)]
+            names = [cluster_label(c) for c in range(proj.n_clusters)]
             return [int(c) for c in proj.clusters], names, [category_colour(c) for c in range(proj.n_clusters)]
         classes = list(res.run.class_names)
         extra = sorted({lab for lab in proj.labels if lab not in classes})
@@ -594,8 +644,9 @@ class ResultsView(QWidget):
         sizes = np.bincount(proj.clusters, minlength=proj.n_clusters).tolist()
         self.cluster_caption.setText(
             f"fold {proj.fold}: {len(proj.slide_ids)} training slides in {proj.n_clusters} clusters "
-            f"(sizes {', '.join(map(str, sizes))}); PCA of the base model's {what} — PC1 {proj.explained[0]:.0%}, "
-            f"PC2 {proj.explained[1]:.0%} of the variance. Hover for the slide id, click to open the slide.")
+            f"(sizes {', '.join(map(str, sizes))}; cluster k trains expert k); PCA of the base model's {what} — "
+            f"PC1 {proj.explained[0]:.0%}, PC2 {proj.explained[1]:.0%} of the variance, axes in standard deviations "
+            f"of PC1. Hover for the slide id, click to open the slide.")
 
     def _recolour(self) -> None:
         res, proj = self.current(), self.current_projection()
@@ -629,6 +680,26 @@ class ResultsView(QWidget):
                 self._show_confusion()
                 self._show_projection()
         super().changeEvent(event)
+
+
+def _two_lines(text: str) -> str:
+    """``0.812 ± 0.041`` → ``0.812`` over ``± 0.041``; ``+0.012 (p = 0.430)`` → ``+0.012`` over ``p=0.430``."""
+    text = text.replace(" \u00b1 ", "\n\u00b1 ")
+    if " (p" in text and text.endswith(")"):
+        mean, p = text[:-1].split(" (", 1)
+        text = mean + "\n" + p.replace(" = ", "=").replace(" < ", "<")
+    return text
+
+
+def cluster_label(index: int) -> str:
+    """Cluster ``index`` (0-based in the files) as a user reads it: from 1, as its expert ("Expert 1")."""
+    return f"cluster {int(index) + 1}"
+
+
+def run_titles(runs: Sequence[DnDRun]) -> List[str]:
+    """The run selector's entries: run name · method · preset; a name shared by two runs gets its folder."""
+    titles = [f"{r.name} \u00b7 {r.method} \u00b7 {r.preset}" for r in runs]
+    return [f"{t} ({r.path.parent})" if titles.count(t) > 1 else t for t, r in zip(titles, runs)]
 
 
 def _fixed_lines(label: QLabel, lines: int) -> QLabel:
@@ -685,4 +756,4 @@ def _blend(a: QColor, b: QColor, t: float) -> QColor:
                   round(a.blue() + (b.blue() - a.blue()) * t))
 
 
-__all__ = ["ResultsView", "RunResults", "compute_results"]
+__all__ = ["ResultsView", "RunResults", "cluster_label", "compute_results", "run_titles"]

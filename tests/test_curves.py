@@ -103,7 +103,7 @@ def test_curve_records_become_plot_data_per_stage(curves):
     # one item per metric, each in its own plot; the legend has a check box per stage, in pipeline order
     for metric, _ in METRICS:
         assert curves.curve("base", metric) in curves.plots[metric].listDataItems()
-    assert [b.text() for b in curves._boxes.values()] == ["base", "expert 0", "student"]
+    assert [b.text() for b in curves._boxes.values()] == ["base", "expert 1", "student"]
     assert "fold 0" in curves.status.text() and "student" in curves.status.text()
 
 

@@ -263,7 +263,7 @@ def test_results_table_shows_summary_values(qtbot, view, dnd_run, tmp_path):
     assert view.stack.currentIndex() == 1 and view.table.rowCount() == 2
     for r, path in enumerate((dnd_run, other)):
         s = _summary(path)
-        cells = [view.table.item(r, c).text() for c in range(view.table.columnCount())]
+        cells = [view.table.item(r, c).text() for c in range(view.table.columnCount())][1:]  # 0: the run name
         assert cells[:3] == [("abmil", "mean")[r], "paper", "3"]
         assert cells[3] == format_mean_std(s["base_test_acc"]["mean"], s["base_test_acc"]["std"])
         assert cells[4] == format_mean_std(s["dnd_test_acc"]["mean"], s["dnd_test_acc"]["std"])
@@ -271,7 +271,7 @@ def test_results_table_shows_summary_values(qtbot, view, dnd_run, tmp_path):
         assert cells[6] == format_mean_std(s["base_test_auc"]["mean"], s["base_test_auc"]["std"])
         assert cells[7] == format_mean_std(s["dnd_test_auc"]["mean"], s["dnd_test_auc"]["std"])
         assert cells[8] == format_diff(s["diff_test_auc"]["mean"], s["diff_test_auc"]["p"])
-    assert "\u00b1" in view.table.item(0, 3).text()
+    assert "\u00b1" in view.table.item(0, 4).text()
     # picking a row of the table picks that run for the plots below
     view.table.selectRow(1)
     assert view.current().run.path == other and view.confusion_table.rowCount() == 3
@@ -328,7 +328,7 @@ def test_cluster_explorer_colours_by_cluster_or_label_with_a_legend(qtbot, view,
         return [e.lstrip("\u25cf ") for e in _plain(view.cluster_legend.text()).split("    ")]
 
     by_cluster = brushes()
-    assert len(set(by_cluster)) == 3 and legend() == [f"cluster {c} ({n})" for c, n in
+    assert len(set(by_cluster)) == 3 and legend() == [f"cluster {c + 1} ({n})" for c, n in   # as its expert: from 1
                                                        enumerate(np.bincount(proj.clusters, minlength=3))]
     assert all((a == b) == (ca == cb) for a, ca in zip(by_cluster, proj.clusters)
                for b, cb in zip(by_cluster, proj.clusters))
@@ -428,3 +428,78 @@ def test_results_screenshot(qtbot, view, dnd_run, tmp_path):
     img = view.grab()
     assert img.save(str(ARTIFACTS / "results_view.png"))
     assert (img.width(), img.height()) == (1200, 800)
+
+
+# --- issue 19: runs told apart, readable cluster axes, the page on a 1366×768 screen --------------------------
+
+def test_results_tells_two_runs_of_one_method_apart(qtbot, view, tmp_path):
+    runs = tmp_path / "project" / "runs"
+    a = fake_run(runs / "run-a" / "abmil", n_slides=40, folds=2, method="abmil", classes=("x", "y"))
+    b = fake_run(runs / "run-b" / "abmil", n_slides=40, folds=2, method="abmil", classes=("x", "y"), seed=2)
+    _load(qtbot, view, [a, b])
+    titles = [view.run_combo.itemText(i) for i in range(view.run_combo.count())]
+    assert titles == ["run-a \u00b7 abmil \u00b7 paper", "run-b \u00b7 abmil \u00b7 paper"]
+    assert [view.table.item(r, 0).text() for r in range(2)] == ["run-a", "run-b"]
+    assert [load_run(p).key for p in (a, b)] == ["run-a/abmil", "run-b/abmil"]
+    # a run without a project's naming is called by its folder; same-named runs elsewhere get their folder
+    c = fake_run(tmp_path / "elsewhere" / "runs" / "run-a" / "abmil", n_slides=40, folds=2, method="abmil",
+                 classes=("x", "y"))
+    _load(qtbot, view, [a, c])
+    titles = [view.run_combo.itemText(i) for i in range(view.run_combo.count())]
+    assert len(set(titles)) == 2 and str(c.parent) in titles[1]
+
+
+def test_cluster_axes_read_in_standard_deviations_without_a_scale_prefix(qtbot, view, tmp_path):
+    """Representations at a raw-logit scale (1e5) once gave axes "PC 1 (x0.001)" with ticks at ±400."""
+    run = fake_run(tmp_path / "big", n_slides=60, folds=3, method="abmil", classes=("x", "y"))
+    rep = run / "fold_0" / "clusters" / "representations.safetensors"
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    with safe_open(str(rep), framework="pt") as f:
+        meta = f.metadata()
+    save_file({"representations": load_file(str(rep))["representations"] * 1e5}, str(rep), metadata=meta)
+    proj = cluster_projection(run, 0)
+    assert float(proj.xy[:, 0].std()) == pytest.approx(1.0) and np.abs(proj.xy).max() < 20
+    _load(qtbot, view, [run])
+    view.fold_combo.setCurrentIndex(view.fold_combo.findData(0))
+    for name in ("bottom", "left"):
+        axis = view.cluster_plot.getPlotItem().getAxis(name)
+        assert axis.autoSIPrefixScale == 1.0 and "x0.0" not in axis.labelString()
+    assert "standard deviations" in view.cluster_caption.text()
+
+
+def test_results_page_fits_1366x768_without_sideways_scrolling(qtbot, tmp_path, dnd_run):
+    from PySide6.QtCore import QSettings
+    from dnd_gui.main_window import MainWindow
+    runs = tmp_path / "project" / "runs"
+    a = fake_run(runs / "run-a" / "abmil", n_slides=60, folds=3, method="abmil", classes=("normal", "tumor"))
+    b = fake_run(runs / "run-b" / "abmil", n_slides=60, folds=3, method="abmil", classes=("normal", "tumor"), seed=3)
+    win = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                     output_root=tmp_path / "out", model=None, theme="light")
+    qtbot.addWidget(win)
+    win.resize(1366, 768)
+    win.show()
+    qtbot.waitExposed(win)
+    win.central.setCurrentIndex(1)
+    win.workspace.setCurrentWidget(win.results_scroll)
+    with qtbot.waitSignal(win.results.loaded, timeout=LOAD_MS):
+        win.results.set_runs([a, b])
+    bar = win.results_scroll.horizontalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() == 0, timeout=5_000)   # was 161 px of sideways scrolling
+    assert win.results.width() <= win.results_scroll.viewport().width()
+    assert not win.results.is_wide()                             # the page beside the docks is under 980 px
+    # the numbers are whole in their cells (two lines rather than an elided "0.733 ± …")
+    t = win.results.table
+    for c in range(4, t.columnCount()):
+        text = t.item(0, c).text()
+        width = max(t.fontMetrics().horizontalAdvance(line) for line in text.split("\n"))
+        assert width <= t.columnWidth(c), (t.horizontalHeaderItem(c).text(), text, t.columnWidth(c))
+    qtbot.wait(100)  # the scroll area takes the page's new height on a posted layout request
+    rows = win.results._rows
+    assert all(w.height() >= w.minimumSizeHint().height() for w in (rows.widget(0), rows.widget(1)))
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert win.grab().save(str(ARTIFACTS / "results_1366x768.png"))
+    # a wide window puts the three panels back in one row
+    win.resize(1920, 1080)
+    qtbot.waitUntil(lambda: win.results.is_wide())
+    win.close()

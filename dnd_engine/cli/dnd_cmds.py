@@ -203,11 +203,16 @@ def add_predict(sub) -> None:
         "predict", help="classify raw slides with a trained model and write heatmaps",
         description="Tissue → patches → features → model for each slide, after checking the model card against "
                     "the slide (extractor and weights present, magnification reachable). Writes "
-                    "predictions.csv and, per slide, heatmap PNG + GeoJSON (QuPath opens it).")
+                    "predictions.csv and, per slide, heatmap PNG + GeoJSON (QuPath opens it). Into an existing "
+                    "--out folder, predictions accumulate: each slide's row is added to its predictions.csv, a "
+                    "slide classified again by the same model replaces its own row (and its heatmaps), and the "
+                    "rows of other slides and other models are kept.")
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or folders of slides")
     p.add_argument("--model", required=True, metavar="RUN_OR_FILE",
                    help="a model.safetensors or a D&D run folder (uses its model.safetensors)")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--out", default="predictions",
+                   help="output folder (default: predictions); an existing one keeps its rows: new slides are "
+                        "added to predictions.csv, a re-classified slide replaces its row")
     p.add_argument("--weights", default=None, metavar="FILE", help="feature-extractor weights (else the caches)")
     p.add_argument("--extractor", default=None, help="only for models whose card names no extractor")
     p.add_argument("--heatmaps", choices=HEATMAP_CHOICES, default="student",

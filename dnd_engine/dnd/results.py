@@ -58,7 +58,15 @@ class DnDRun:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The name the user gave the run (a project's run name, not the method folder inside it)."""
+        from ..run_names import run_name
+        return run_name(self.path)
+
+    @property
+    def key(self) -> str:
+        """Unique to the run folder: ``<run name>/<method>`` for a project or bench run (see run_names)."""
+        from ..run_names import run_key
+        return run_key(self.path)
 
     @property
     def n_folds(self) -> int:
@@ -92,23 +100,29 @@ def _folds_done(path: Path, n_folds: int) -> int:
     return sum((path / f"fold_{i}" / "results.json").is_file() for i in range(n_folds))
 
 
+def _label(path: Path) -> str:
+    """How messages name a run folder: ``<run name>/<method>`` rather than a bare method folder."""
+    from ..run_names import run_key
+    return run_key(path)
+
+
 def check_run(path: str | Path) -> Path:
     """The run folder if it holds a finished D&D cross-validation run; otherwise a one-line DnDError saying why."""
     p = Path(path)
     if not p.is_dir():
         raise DnDError(f"{p} is not a folder")
     if not (p / "config.json").is_file():
-        raise DnDError(f"{p.name} is not a D&D run folder (no config.json)")
+        raise DnDError(f"{_label(p)} is not a D&D run folder (no config.json)")
     config = _read_json(p / "config.json")
     if config.get("kind") != "dnd":
-        raise DnDError(f"{p.name} is a training run without D&D; the Results page needs a "
+        raise DnDError(f"{_label(p)} is a training run without D&D; the Results page needs a "
                        "`dnd train --preset` run (base vs D&D)")
     if not (p / "summary.json").is_file():
         n = int(config.get("folds") or 0)
         done = f" ({_folds_done(p, n)} of {n} folds done)" if n else ""
-        raise DnDError(f"the D&D run in {p.name} has not finished{done}: no summary.json yet")
+        raise DnDError(f"the D&D run in {_label(p)} has not finished{done}: no summary.json yet")
     if not (p / "predictions.csv").is_file():
-        raise DnDError(f"the D&D run in {p.name} has no predictions.csv; run it again to finish it")
+        raise DnDError(f"the D&D run in {_label(p)} has no predictions.csv; run it again to finish it")
     return p
 
 
@@ -135,10 +149,10 @@ def load_run(path: str | Path) -> DnDRun:
     summary = _read_json(p / "summary.json")
     class_names = [str(c) for c in (config.get("class_names") or summary.get("class_names") or [])]
     if len(class_names) < 2:
-        raise DnDError(f"{p.name}/config.json names fewer than two classes")
+        raise DnDError(f"{_label(p)}/config.json names fewer than two classes")
     dnd = config.get("dnd") or summary.get("dnd") or {}
     if "summary" not in summary or "folds" not in summary:
-        raise DnDError(f"{p.name}/summary.json has no folds or summary; the run did not finish cleanly")
+        raise DnDError(f"{_label(p)}/summary.json has no folds or summary; the run did not finish cleanly")
     return DnDRun(path=p, class_names=class_names, method=str(dnd.get("model", "?")),
                   preset=str(dnd.get("preset", "?")), folds=list(summary["folds"]), summary=dict(summary["summary"]),
                   predictions=_read_predictions(p / "predictions.csv", class_names), config=config)
@@ -176,6 +190,7 @@ class ComparisonRow:
     base_auc: Tuple[float, float]
     dnd_auc: Tuple[float, float]
     diff_auc: Tuple[float, float]
+    run: str = ""                      # the run's name: two runs of one method are told apart by it
 
 
 def _num(v) -> float:
@@ -201,7 +216,7 @@ def comparison_rows(runs: Sequence[DnDRun]) -> List[ComparisonRow]:
                                   _mean_std(s, "base_test_acc"), _mean_std(s, "dnd_test_acc"),
                                   _diff(s, "diff_test_acc"),
                                   _mean_std(s, "base_test_auc"), _mean_std(s, "dnd_test_auc"),
-                                  _diff(s, "diff_test_auc")))
+                                  _diff(s, "diff_test_auc"), run=r.name))
     return rows
 
 
@@ -338,7 +353,8 @@ def slide_labels(run: DnDRun) -> Dict[str, str]:
 
 
 def project_2d(x: np.ndarray) -> Tuple[np.ndarray, Tuple[float, float]]:
-    """PCA to two components; fewer slides or dimensions than that give zero columns instead of an error.
+    """PCA to two components, in units of the first component's standard deviation; fewer slides or dimensions
+    than that give zero columns instead of an error.
 
     ARPACK (exact top components, seeded) rather than a full SVD: scipy's LAPACK SVD holds the GIL for its whole
     run (half a second for 300 × 512 on a busy 2-core machine), which would freeze the app's event loop even
@@ -357,6 +373,11 @@ def project_2d(x: np.ndarray) -> Tuple[np.ndarray, Tuple[float, float]]:
     small = k >= min(n, x.shape[1])  # ARPACK needs k < min(n, d); such inputs are tiny anyway
     pca = PCA(n_components=k, svd_solver="full" if small else "arpack", random_state=0)
     xy[:, :k] = pca.fit_transform(x)
+    # PCA coordinates carry the representations' own scale (±400,000 for raw logits): in units of PC1's standard
+    # deviation the axes read about ±3 for any input, and one factor for both axes keeps distances true
+    sd = float(xy[:, 0].std())
+    if sd > 0 and math.isfinite(sd):
+        xy /= sd
     ratio = [float(v) for v in np.nan_to_num(pca.explained_variance_ratio_)] + [0.0] * (2 - k)
     return xy, (ratio[0], ratio[1])
 
@@ -367,7 +388,7 @@ def cluster_projection(run: DnDRun | str | Path, fold: int) -> ClusterProjection
     folder = run.fold_dir(fold) / "clusters"
     rep = folder / "representations.safetensors"
     if not rep.is_file():
-        raise DnDError(f"fold {fold} of {run.name} has no saved cluster representations")
+        raise DnDError(f"fold {fold} of {run.key} has no saved cluster representations")
     ids, x, input_name = _read_representations(rep)
     assigned = _read_clusters_csv(folder / "clusters.csv")
     missing = [s for s in ids if s not in assigned]
