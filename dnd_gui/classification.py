@@ -195,8 +195,10 @@ def merge_predictions_csv(path: Path, new_csv: str) -> None:
         write_text_atomic(path, buf.getvalue())
 
 
-def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path) -> JobFn:
-    """The job function: tissue → patches → features → model → heatmaps for each slide, in order."""
+def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path,
+                 slide_overrides: Optional[dict] = None) -> JobFn:
+    """The job function: tissue → patches → features → model → heatmaps for each slide, in order.
+    ``slide_overrides``: the magnification users set, by path (see ``dnd_engine.slides.overrides``)."""
     slides = [str(s) for s in slides]
 
     def run(ctx: JobContext) -> list:
@@ -217,7 +219,8 @@ def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path)
                 ctx.progress(base + step, total, f"{prefix}{name}: features {done}/{count} patches")
 
             out = predict_slides(model.loaded, [slide], out_dir, heatmaps=model.heatmaps, device=model.device,
-                                 slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log)
+                                 slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log,
+                                 slide_overrides=slide_overrides)
             merge_predictions_csv(out_dir / "predictions.csv", predictions_csv(out, model.class_names))
             results.extend(out)
             for r in out:
