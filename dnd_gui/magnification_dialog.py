@@ -162,6 +162,18 @@ class SlideScaleStore:
                 out[str(Path(p).resolve())] = ov.to_dict()
         return out
 
+    def ask_and_set(self, parent: Optional[QWidget], path: str, info: Optional[dict]) -> bool:
+        """The Slide panel's button: ask for ``path`` (shown with ``info``, :meth:`Slide.info`) and store the
+        answer, or forget the stored value; True when something changed."""
+        if info is None:
+            return False
+        answer = ask_magnification(parent, Path(path).name, self.get(path),
+                                   missing=info.get("objective_power") is None, where=self.where())
+        if answer is None:
+            return False
+        self.set(path, None if answer is FORGET else answer)
+        return True
+
     def ask_missing(self, parent: Optional[QWidget], paths: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
         """(paths to classify, paths whose question was cancelled, paths answered now), asking for each slide that
         neither its file nor a stored value gives a magnification (tests replace the module's

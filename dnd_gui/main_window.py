@@ -374,14 +374,9 @@ class MainWindow(QMainWindow):
         self._loader.load(path, self.scales.get(path))
 
     def set_slide_magnification(self) -> None:
-        """Slide panel ▸ Set objective / pixel size…: ask, store per slide, and reopen it with the new scale."""
-        if self.current_path and self.slide_info is not None:
-            answer = magnification_dialog.ask_magnification(
-                self, Path(self.current_path).name, self.scales.get(self.current_path),
-                missing=self.slide_info.get("objective_power") is None, where=self.scales.where())
-            if answer is not None:
-                self.scales.set(self.current_path, None if answer is magnification_dialog.FORGET else answer)
-                self.open_slide(self.current_path)
+        """Slide panel ▸ Set objective / pixel size…: ask, store for this slide, reopen it at the new scale."""
+        if self.current_path and self.scales.ask_and_set(self, self.current_path, self.slide_info):
+            self.open_slide(self.current_path)
 
     def _on_loaded(self, result: LoadedSlide) -> None:
         previous, self.slide = self.slide, result.slide
