@@ -87,11 +87,13 @@ class SlidePrediction:
     model_probs: Dict[str, List[float]] = field(default_factory=dict)
 
 
-def check_slide(card: Dict[str, object], slide_path: str | Path, slide_overrides=None) -> None:
-    """Refuse a slide that cannot reach the model's magnification (``slide_overrides``: what users set, by path)."""
+def check_slide(card: Dict[str, object], slide_path: str | Path, slide_overrides=None,
+                base_magnification: Optional[float] = None) -> None:
+    """Refuse a slide that cannot reach the model's magnification (``slide_overrides``: what users set, by path;
+    ``base_magnification``: assumed for slides that say nothing)."""
     from .slides.overrides import open_with_override
     mag = card.get("magnification")
-    with open_with_override(slide_path, slide_overrides) as slide:
+    with open_with_override(slide_path, slide_overrides, fallback_magnification=base_magnification) as slide:
         base = slide.magnification_at_level(0)
         if mag and base and base + 1e-6 < float(mag):
             raise DnDError(f"{Path(slide_path).name} is scanned at {base:g}x but the model needs {float(mag):g}x")
@@ -130,11 +132,13 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                    weights: Optional[str] = None, extractor: Optional[str] = None, heatmaps: str = "student",
                    colormap: str = "jet", device: str = "auto", progress: ProgressFn = no_progress,
                    slide_progress: ProgressFn = no_progress, cancelled: Optional[CancelFn] = None,
-                   log=None, slide_overrides: Optional[Dict[str, Dict[str, float]]] = None) -> List[SlidePrediction]:
+                   log=None, slide_overrides: Optional[Dict[str, Dict[str, float]]] = None,
+                   base_magnification: Optional[float] = None) -> List[SlidePrediction]:
     """Predict every slide; a failing slide is reported (status ``failed``) and the others go on.
 
     ``slide_overrides``: {absolute path: {objective_power, mpp}} a user set for slides whose files lack them
-    (:meth:`dnd_engine.slides.overrides.OverrideTable.for_paths`).
+    (:meth:`dnd_engine.slides.overrides.OverrideTable.for_paths`); ``base_magnification``: the objective power
+    assumed for the others that say nothing (``dnd predict --base-magnification``).
 
     Writes ``out_dir/predictions.csv``, features under ``out_dir/extraction`` and, per slide,
     ``out_dir/heatmaps/<slide>_<model>_heatmap.png`` / ``.geojson``.
@@ -147,7 +151,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     lm = model if isinstance(model, LoadedModel) else load_deployable(model, dev, with_teachers=heatmaps == "all")
     card = lm.card
     cfg, enc = prepare_extractor(lm, weights=weights, device=dev, extractor=extractor, log=say)
-    cfg.slide_overrides = slide_overrides
+    cfg.slide_overrides, cfg.base_magnification = slide_overrides, base_magnification
     out = ensure_dir(out_dir)
     results: List[SlidePrediction] = []
     for k, s in enumerate(slides):
@@ -155,7 +159,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
         sp = Path(s)
         progress(k, len(slides), sp.name)
         try:
-            check_slide(card, sp, slide_overrides)
+            check_slide(card, sp, slide_overrides, base_magnification)
             r = extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
                                extractor=enc)[0]
             if r.status == "failed":

@@ -134,3 +134,13 @@ def test_bad_slides_give_one_plain_line(tmp_path, cmu_slide, caplog):
             if n != "cut-pixels.tif"}
     assert "not a slide format" in msgs["fake.svs"] and "empty" in msgs["zero.svs"]
     assert "damaged or incomplete" in msgs["cut-header.svs"] and "damaged or incomplete" in msgs["cut-header.tif"]
+
+
+def test_dnd_predict_takes_the_base_magnification_its_error_names(tmp_path, capsys):
+    from dnd_engine.cli.main import main
+    from dnd_gui.classification import DEMO_MODEL
+    tcga = shared_file("wsi", "tcga-cr-7395-01a-01-ts1.svs")
+    common = ["predict", str(tcga), "--model", str(DEMO_MODEL), "--heatmaps", "none", "--device", "cpu", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "a")]) == 1
+    assert "--base-magnification 20" in capsys.readouterr().out
+    assert main(common + ["--out", str(tmp_path / "b"), "--base-magnification", "20"]) == 0

@@ -144,7 +144,8 @@ class Slide:
         if self.objective_power is None:
             raise SlideError(
                 f"{self.path.name}: the slide has no magnification metadata (no objective power, no pixel size); "
-                "give its base magnification (app: Slide panel, Set magnification; CLI: --base-magnification 20)")
+                "give its base magnification (app: Slide panel, Set objective / pixel size; "
+                "CLI: --base-magnification 20)")
         if not magnification > 0:
             raise SlideError(f"magnification must be positive, got {magnification}")
         return self.objective_power / magnification
