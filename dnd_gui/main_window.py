@@ -385,6 +385,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.last_load_thread_id = result.thread_id
         self._remove_heatmap()
+        self.view.scale_bar.approximate = result.info.get("mpp_source") == "objective"
         self.view.set_slide(result.path, result.info, result.thumbnail)
         self.properties.show_info(result.info)
         self.setWindowTitle(f"{Path(result.path).name} \u2014 {APP_TITLE}")

@@ -87,6 +87,7 @@ def test_dropped_slides_without_magnification_ask_then_classify_and_remember(qtb
     assert win.properties.value("Objective") == "20\u00d7 (set by you)"
     assert "set by you" in win.properties.value("Pixel size")
     assert win.view.scale_bar.isVisible() and win.view.scale_bar.length_um > 0
+    assert win.view.scale_bar.label.startswith("\u2248 ")    # nominal 0.5 um/px of the 20x set: not measured
     qtbot.waitUntil(lambda: win.inspector.gallery.loaded, timeout=LOAD_MS)
     shot(win, "tcga-classified")
     win.close()
@@ -144,6 +145,7 @@ def test_slide_panel_sets_the_scale_into_the_open_project(qtbot, tmp_path, monke
     assert win.properties.value("Objective").startswith("40\u00d7")
     bar = win.view.scale_bar
     assert bar.isVisible() and bar.length_px == pytest.approx(bar.length_um / (0.25 / win.view.zoom))
+    assert not bar.label.startswith("\u2248")                 # a pixel size the user gave is used as given
     manifest = json.loads((project.root / "project.json").read_text())
     assert list(manifest["slide_overrides"].values()) == [{"mpp": 0.25, "name": tcga.name}]
     assert win.settings.slide_overrides().entries == {}          # in the project, not the app's settings
