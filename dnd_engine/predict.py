@@ -86,11 +86,13 @@ class SlidePrediction:
     model_probs: Dict[str, List[float]] = field(default_factory=dict)
 
 
-def check_slide(card: Dict[str, object], slide_path: str | Path) -> None:
-    """Refuse a slide that cannot reach the model's magnification."""
-    from .slides import open_slide
+def check_slide(card: Dict[str, object], slide_path: str | Path, slide_overrides=None,
+                base_magnification: Optional[float] = None) -> None:
+    """Refuse a slide that cannot reach the model's magnification (``slide_overrides``: what users set, by path;
+    ``base_magnification``: assumed for slides that say nothing)."""
+    from .slides.overrides import open_with_override
     mag = card.get("magnification")
-    with open_slide(slide_path) as slide:
+    with open_with_override(slide_path, slide_overrides, fallback_magnification=base_magnification) as slide:
         base = slide.magnification_at_level(0)
         if mag and base and base + 1e-6 < float(mag):
             raise DnDError(f"{Path(slide_path).name} is scanned at {base:g}x but the model needs {float(mag):g}x")
@@ -129,13 +131,18 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                    weights: Optional[str] = None, extractor: Optional[str] = None, heatmaps: str = "student",
                    colormap: str = "jet", device: str = "auto", progress: ProgressFn = no_progress,
                    slide_progress: ProgressFn = no_progress, cancelled: Optional[CancelFn] = None,
-                   log=None, model_name: Optional[str] = None) -> List[SlidePrediction]:
+                   log=None, model_name: Optional[str] = None,
+                   slide_overrides: Optional[Dict[str, Dict[str, float]]] = None,
+                   base_magnification: Optional[float] = None) -> List[SlidePrediction]:
     """Predict every slide; a failing slide is reported (status ``failed``) and the others go on.
 
     Adds each slide's row to ``out_dir/predictions.csv`` (rows of earlier calls are kept; a slide classified
     again by the same model replaces its row: :mod:`dnd_engine.predictions`), writes features under
     ``out_dir/extraction`` and, per slide, ``out_dir/heatmaps/<slide>_<model>_heatmap.png`` / ``.geojson``.
     ``model_name`` fills the file's ``model`` column (default: the run's name, see :mod:`dnd_engine.run_names`).
+    ``slide_overrides``: {absolute path: {objective_power, mpp}} a user set for slides whose files lack them
+    (:meth:`dnd_engine.slides.overrides.OverrideTable.for_paths`); ``base_magnification``: the objective power
+    assumed for the others that say nothing (``dnd predict --base-magnification``).
     """
     from .features import extract_cohort
     say = log or (lambda m: None)
@@ -145,6 +152,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     lm = model if isinstance(model, LoadedModel) else load_deployable(model, dev, with_teachers=heatmaps == "all")
     card = lm.card
     cfg, enc = prepare_extractor(lm, weights=weights, device=dev, extractor=extractor, log=say)
+    cfg.slide_overrides, cfg.base_magnification = slide_overrides, base_magnification
     out = ensure_dir(out_dir)
     check_predictions_file(out / PREDICTIONS_FILE)     # a foreign file there is refused before any slide is read
     if model_name is None:
@@ -156,7 +164,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
         sp = Path(s)
         progress(k, len(slides), sp.name)
         try:
-            check_slide(card, sp)
+            check_slide(card, sp, slide_overrides, base_magnification)
             r = extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
                                extractor=enc)[0]
             if r.status == "failed":

@@ -174,8 +174,10 @@ def read_tissue_mask(out_dir: Path, slide_id: str, max_side: int = MAX_MASK_SIDE
     return extraction_tissue_mask(out_dir, slide_id, max_side)
 
 
-def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path) -> JobFn:
-    """The job function: tissue → patches → features → model → heatmaps for each slide, in order."""
+def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path,
+                 slide_overrides: Optional[dict] = None) -> JobFn:
+    """The job function: tissue → patches → features → model → heatmaps for each slide, in order.
+    ``slide_overrides``: the magnification users set, by path (see ``dnd_engine.slides.overrides``)."""
     slides = [str(s) for s in slides]
 
     def run(ctx: JobContext) -> list:
@@ -197,7 +199,7 @@ def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path)
 
             out = predict_slides(model.loaded, [slide], out_dir, heatmaps=model.heatmaps, device=model.device,
                                  slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log,
-                                 model_name=model.name)
+                                 model_name=model.name, slide_overrides=slide_overrides)
             results.extend(out)
             for r in out:
                 ctx.emit(ClassifiedSlide(r, read_tissue_mask(out_dir, r.slide_id) if r.status == "done" else None))

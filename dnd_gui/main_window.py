@@ -30,6 +30,8 @@ from .exports import heatmap_geojson_job, heatmap_png_job
 from .inspector import Inspector, model_label
 from .jobs import Job, JobQueue, JobState
 from .jobs_panel import JobsPanel
+from . import magnification_dialog
+from .magnification_dialog import SlideScaleStore
 from .predictions_view import PredictionsView
 from .project_session import ProjectSession
 from .results_view import ResultsView
@@ -171,6 +173,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.jobs_dock, self.predictions_dock)
         self.jobs_dock.raise_()
 
+        self.scales = SlideScaleStore(self.settings, lambda: self.session.project if self.session else None)
+        self.properties.set_magnification_requested.connect(self.set_slide_magnification)
         self._loader = SlideLoader(self)
         self._loader.loaded.connect(self._on_loaded)
         self._loader.failed.connect(self._on_failed)
@@ -375,7 +379,12 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opening {Path(path).name}\u2026")
         if not self.view.has_slide():
             self.view.set_message(f"Opening {Path(path).name}\u2026")
-        self._loader.load(path)
+        self._loader.load(path, self.scales.get(path))
+
+    def set_slide_magnification(self) -> None:
+        """Slide panel ▸ Set objective / pixel size…: ask, store for this slide, reopen it at the new scale."""
+        if self.current_path and self.scales.ask_and_set(self, self.current_path, self.slide_info):
+            self.open_slide(self.current_path)
 
     def _on_loaded(self, result: LoadedSlide) -> None:
         previous, self.slide = self.slide, result.slide
@@ -384,6 +393,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.last_load_thread_id = result.thread_id
         self._remove_heatmap()
+        self.view.scale_bar.approximate = result.info.get("mpp_source") == "objective"
         self.view.set_slide(result.path, result.info, result.thumbnail)
         self.properties.show_info(result.info)
         self.slide_actions.update_title()
@@ -579,11 +589,20 @@ class MainWindow(QMainWindow):
                 return None
             self._show_error("No model", "load a model first (File \u25b8 Load Model\u2026)", "Cannot classify")
             return None
+        paths, cancelled, answered = self.scales.ask_missing(self, paths)
+        for p in cancelled:
+            self.project.set_status(p, "cancelled: magnification unknown", "failed")
+        if cancelled:
+            self._show_error("Classification cancelled", magnification_dialog.cancelled_message(cancelled))
+        if self._loader.pending_path in answered:       # show the new scale (panel, scale bar) at once
+            self.open_slide(self._loader.pending_path)
+        if not paths:
+            return None
         model = self.model
         names = [Path(p).name for p in paths]
         title = f"Classify {names[0]}" if len(paths) == 1 else f"Classify {len(paths)} slides"
         out_dir = self.output_root / model.name
-        job = Job(f"{title} \u2014 {model.name}", classify_job(model, paths, out_dir))
+        job = Job(f"{title} \u2014 {model.name}", classify_job(model, paths, out_dir, self.scales.for_paths(paths)))
         job.result.connect(lambda pred, m=model: self._on_prediction(pred, m))
         job.changed.connect(lambda j=job: self._on_job_progress(j))
         for p in paths:
@@ -1074,6 +1093,7 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return []
         try:
+            self.scales.adopt(self.session.project)     # magnifications set before the project existed
             jobs = self.session.launch(extraction, training)
         except ProjectError as exc:
             self._show_error("Train", str(exc), "The jobs could not be started")

@@ -1,14 +1,18 @@
-"""What the app remembers between runs (QSettings): recent slides and projects, theme, window layout, last folders.
+"""What the app remembers between runs (QSettings): recent slides and projects, theme, window layout, last folders,
+and the magnification the user set for slides whose files lack it (when no project is open).
 
 One small typed wrapper, so keys are spelled once and tests can point it at a throw-away INI file.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import QByteArray, QSettings
+
+from dnd_engine.slides.overrides import MagnificationOverride, OverrideTable
 
 MAX_RECENT = 10
 THEMES = ("light", "dark")
@@ -73,6 +77,23 @@ class AppSettings:
 
     def set_flag(self, key: str, value: bool) -> None:
         self.qsettings.setValue(key, bool(value))
+
+    # --- slides' magnification set by the user (when no project is open) --------------------------------
+    def slide_overrides(self) -> OverrideTable:
+        """The objective power / pixel size the user set per slide, keyed by the file's identity (not its name);
+        a damaged value reads as none."""
+        try:
+            entries = json.loads(str(self.qsettings.value("slides/magnification_overrides", "{}") or "{}"))
+        except ValueError:
+            entries = {}
+        return OverrideTable(entries if isinstance(entries, dict) else {})
+
+    def set_slide_override(self, path: str, override: Optional[MagnificationOverride]) -> None:
+        """Remember (None: forget) what the user set for the slide at ``path``; written at once."""
+        table = self.slide_overrides()
+        table.set(path, override)
+        self.qsettings.setValue("slides/magnification_overrides", json.dumps(table.entries, sort_keys=True))
+        self.qsettings.sync()
 
     # --- folders -----------------------------------------------------------------------------------------
     def last_dir(self, kind: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
@@ -16,6 +17,7 @@ from PySide6.QtGui import QImage
 
 from dnd_engine.errors import SlideError
 from dnd_engine.slides import Slide, open_slide
+from dnd_engine.slides.overrides import MagnificationOverride
 
 from .viewer.tile_source import rgb_to_qimage
 
@@ -33,9 +35,12 @@ class LoadedSlide:
     thread_id: int  # threading.get_ident() of the worker that did the reading
 
 
-def load_slide(path: str, max_size: int = THUMBNAIL_MAX_SIZE) -> LoadedSlide:
-    """Open ``path`` and render a thumbnail; raises :class:`SlideError` for anything unreadable."""
-    slide = open_slide(path)
+def load_slide(path: str, max_size: int = THUMBNAIL_MAX_SIZE,
+               override: Optional[MagnificationOverride] = None) -> LoadedSlide:
+    """Open ``path`` (with the objective power / pixel size the user set, if any) and render a thumbnail; raises
+    :class:`SlideError` for anything unreadable."""
+    slide = open_slide(path, objective_power=override.objective_power if override else None,
+                       mpp=override.mpp if override else None)
     try:
         thumbnail = rgb_to_qimage(np.asarray(slide.get_thumbnail(max_size).convert("RGB")))
         info = slide.info()
@@ -52,15 +57,16 @@ def _unexpected_message(path: str, exc: BaseException) -> str:
 
 
 class _LoadTask(QRunnable):
-    def __init__(self, loader: "SlideLoader", request_id: int, path: str):
+    def __init__(self, loader: "SlideLoader", request_id: int, path: str,
+                 override: Optional[MagnificationOverride] = None):
         super().__init__()
-        self._loader, self._request_id, self._path = loader, request_id, path
+        self._loader, self._request_id, self._path, self._override = loader, request_id, path, override
 
     def run(self) -> None:
         if not self._loader._is_current(self._request_id):  # superseded while queued: skip the work
             return
         try:
-            result = load_slide(self._path)
+            result = load_slide(self._path, override=self._override)
         except SlideError as exc:
             self._loader._failed.emit(self._request_id, self._path, str(exc))
         except Exception as exc:  # never let a worker exception vanish: the user gets a message
@@ -83,14 +89,17 @@ class SlideLoader(QObject):
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(2)
         self._latest = 0
+        self.pending_path: Optional[str] = None   # the newest path asked for (shown once it has loaded)
         self._shut_down = False
         self._done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
         self._failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
 
-    def load(self, path: str) -> int:
-        """Start loading ``path``; returns the request id. Earlier requests still running are superseded."""
+    def load(self, path: str, override: Optional[MagnificationOverride] = None) -> int:
+        """Start loading ``path``; returns the request id. Earlier requests still running are superseded.
+        ``override``: the magnification the user set for this slide (see :mod:`dnd_engine.slides.overrides`)."""
         self._latest += 1
-        self._pool.start(_LoadTask(self, self._latest, str(path)))
+        self.pending_path = str(path)
+        self._pool.start(_LoadTask(self, self._latest, str(path), override))
         return self._latest
 
     def shutdown(self) -> None:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import QHeaderView, QPushButton, QTreeWidget, QTreeWidgetItem, QWidget
 
+SET_BY_YOU = "set by you"
+SET_BUTTON_TEXT = "Set objective / pixel size\u2026"
 _SOURCE_WORDS = {
     "header": "from the file header",
-    "mpp": "estimated from the pixel size",
-    "override": "set by the user",
+    "mpp": "from the pixel size",
+    "override": SET_BY_YOU,
     "assumed": "assumed (no metadata)",
 }
 
@@ -34,8 +37,20 @@ def format_objective(info: dict) -> str:
     return f"{_num(power)}\u00d7 ({source})" if source else f"{_num(power)}\u00d7"
 
 
-def format_mpp(mpp) -> str:
-    return f"{mpp:.4g} \u00b5m/px" if mpp else "unknown"
+def format_mpp(mpp, source=None) -> str:
+    """'0.499 µm/px', with where it came from when the user set it (directly, or as a nominal objective)."""
+    if not mpp:
+        return "unknown"
+    text = f"{mpp:.4g} \u00b5m/px"
+    if source == "override":
+        return f"{text} ({SET_BY_YOU})"
+    if source == "objective":
+        return f"{text} (nominal for the objective {SET_BY_YOU})"
+    return text
+
+
+def is_set_by_user(info: dict) -> bool:
+    return info.get("magnification_source") == "override" or info.get("mpp_source") in ("override", "objective")
 
 
 def format_bytes(n: int) -> str:
@@ -57,7 +72,7 @@ def describe_slide(info: dict) -> list[tuple[str, str, list[tuple[str, str]]]]:
         ("File", Path(info["path"]).name, []),
         ("Dimensions", format_size(*info["dimensions"]), []),
         ("Levels", str(info["level_count"]), levels),
-        ("Pixel size", format_mpp(info.get("mpp")), []),
+        ("Pixel size", format_mpp(info.get("mpp"), info.get("mpp_source")), []),
         ("Objective", format_objective(info), []),
         ("Vendor", str(info.get("vendor", "")), []),
         ("Reader", str(info.get("backend", "")), []),
@@ -76,14 +91,22 @@ def summary_line(info: dict) -> str:
         parts.append(f"{_num(info['objective_power'])}\u00d7")
     if info.get("mpp"):
         parts.append(format_mpp(info["mpp"]))
+    if is_set_by_user(info):
+        parts.append(SET_BY_YOU)
+    elif info.get("objective_power") is None:
+        parts.append("magnification unknown (Slide panel \u25b8 " + SET_BUTTON_TEXT.rstrip("\u2026") + ")")
     return "  \u00b7  ".join(parts)
 
 
 class SlidePropertiesPanel(QTreeWidget):
-    """Read-only property/value tree; :meth:`value` looks a row up by its label."""
+    """Property/value tree; :meth:`value` looks a row up by its label. Under the rows, a button lets the user set
+    the objective power or pixel size a file lacks (or gets wrong): the window asks and stores it."""
+
+    set_magnification_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.set_button: QPushButton | None = None
         self.setColumnCount(2)
         self.setHeaderLabels(["Property", "Value"])
         self.setAlternatingRowColors(True)
@@ -95,6 +118,7 @@ class SlidePropertiesPanel(QTreeWidget):
 
     def clear_info(self) -> None:
         self.clear()
+        self.set_button = None
         item = QTreeWidgetItem(["No slide open", ""])
         item.setDisabled(True)
         self.addTopLevelItem(item)
@@ -108,6 +132,17 @@ class SlidePropertiesPanel(QTreeWidget):
                 item.addChild(QTreeWidgetItem([child_label, child_value]))
             self.addTopLevelItem(item)
             item.setExpanded(True)
+            if label == "Objective" and info.get("objective_power") is None:
+                item.setForeground(1, QBrush(QColor(220, 120, 40)))
+                item.setToolTip(1, "The file gives neither the objective power nor the pixel size: set one to "
+                                   "classify this slide")
+        row = QTreeWidgetItem(["Magnification", ""])
+        row.setToolTip(0, "Set the objective power or pixel size when the file lacks them or gets them wrong")
+        self.addTopLevelItem(row)
+        self.set_button = QPushButton(SET_BUTTON_TEXT)
+        self.set_button.setToolTip(row.toolTip(0))
+        self.set_button.clicked.connect(self.set_magnification_requested)
+        self.setItemWidget(row, 1, self.set_button)
 
     def value(self, label: str) -> str | None:
         """The value shown for a top-level ``label`` (None when absent)."""

@@ -218,6 +218,8 @@ def add_predict(sub) -> None:
     p.add_argument("--heatmaps", choices=HEATMAP_CHOICES, default="student",
                    help="student (default), all (also the base model and each expert, from a run folder), none")
     p.add_argument("--colormap", default="jet")
+    p.add_argument("--base-magnification", type=float, default=None, metavar="X",
+                   help="objective power to assume for slides whose files carry no magnification or mpp")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
@@ -231,7 +233,8 @@ def cmd_predict(args) -> int:
     try:
         res = predict_slides(args.model, slides, args.out, weights=args.weights, extractor=args.extractor,
                              heatmaps=args.heatmaps, colormap=args.colormap, device=args.device,
-                             slide_progress=bar, log=None if args.quiet else _say)
+                             slide_progress=bar, log=None if args.quiet else _say,
+                             base_magnification=args.base_magnification)
     finally:
         bar.close()
     for r in res:

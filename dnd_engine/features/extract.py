@@ -25,7 +25,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import cv2
 import h5py
@@ -41,6 +41,7 @@ from ..errors import Cancelled, DnDError
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
 from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
 from ..slides import open_slide, is_slide_path
+from ..slides.overrides import open_with_override
 from ..slides.slide import slide_id
 from ..tissue import PRESETS, TissueMask, TissueParams, segment_tissue, write_tissue_geojson
 from ..slides.tiles import COMPRESSION_JPEG, RawBlock, TilesNotEligible, TileSpec, patch_blocks, plan_tiles
@@ -68,6 +69,8 @@ class ExtractConfig:
     tissue_threshold: Optional[int] = None   # fixed saturation threshold; overrides the preset's method
     base_magnification: Optional[float] = None  # used only for slides whose files carry no magnification
     objective_power: Optional[float] = None     # overrides every slide's own magnification (wrong headers)
+    slide_overrides: Optional[Dict[str, Dict[str, float]]] = None  # absolute path -> {objective_power, mpp} a
+    #                                             user set for that slide (OverrideTable.for_paths)
     batch_size: int = 64
     num_workers: Optional[int] = None           # None: one per core, at most 4
     device: str = "auto"
@@ -182,11 +185,11 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
     Raises :class:`DnDError` for bad input.
     """
     t0 = time.perf_counter()
-    with open_slide(slide_path, objective_power=config.objective_power,
-                    fallback_magnification=config.base_magnification) as slide:
+    with open_with_override(slide_path, config.slide_overrides, objective_power=config.objective_power,
+                            fallback_magnification=config.base_magnification) as slide:
         sid = slide.id
         paths = _output_paths(out_dir, config.extractor, sid)
-        if not config.overwrite and paths["h5"].exists():
+        if not config.overwrite and paths["h5"].exists() and _same_scale(paths["h5"], slide):
             if not paths["pt"].exists():          # a crash between the two renames: rebuild the .pt from the h5
                 write_pt_from_h5(paths["h5"], paths["pt"])
             with h5py.File(paths["h5"], "r") as f:
@@ -206,6 +209,19 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
         info = slide.info()
         spec = _choose_reader(slide, grid, extractor.spec.input_size or config.patch_size, config.reader, info)
         return _SlidePlan(index, Path(slide_path), sid, grid, attrs, paths, info, t0, tile_spec=spec)
+
+
+def _same_scale(h5_path: Path, slide) -> bool:
+    """Whether features on disk were cut at the slide's current base magnification: a user who corrects a
+    slide's objective power must not get the old patches back. Files without the attribute count as the same."""
+    try:
+        with h5py.File(h5_path, "r") as f:
+            old = f["coords"].attrs.get("level0_magnification") if "coords" in f else None
+    except (OSError, KeyError):
+        return True
+    if old is None or slide.objective_power is None:
+        return True
+    return abs(float(old) - float(slide.objective_power)) < 1e-6
 
 
 def _choose_reader(slide, grid: PatchGrid, out_size: int, mode: str, info: dict) -> Optional[TileSpec]:

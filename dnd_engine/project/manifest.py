@@ -21,6 +21,7 @@ from ..bags import find_bags, read_labels
 from ..bags.labels import LabelTable
 from ..errors import DnDError
 from ..features.extract import find_slides
+from ..slides.overrides import MagnificationOverride, OverrideTable
 from ..slides.slide import is_slide_path, slide_id
 
 MANIFEST = "project.json"
@@ -48,6 +49,9 @@ class Project:
     extraction: Dict[str, object] = field(default_factory=dict)  # settings of the extraction that made them
     runs: List[str] = field(default_factory=list)        # relative run folders, oldest first
     model: Optional[str] = None                          # the model used for classification
+    # objective power / pixel size users set for slides whose files lack them: slide identity → entry
+    # (dnd_engine.slides.overrides.OverrideTable; keyed by content, not name, so moved slides keep theirs)
+    slide_overrides: Dict[str, dict] = field(default_factory=dict)
 
     # --- create / open / save ----------------------------------------------------------------------------
     @classmethod
@@ -78,7 +82,9 @@ class Project:
             raise ProjectError(f"{path}: not a project manifest of format {FORMAT} "
                                f"(found {data.get('format') if isinstance(data, dict) else type(data).__name__})")
         known = {k: data[k] for k in ("name", "created", "slides", "labels", "labels_source", "features",
-                                      "extraction", "runs", "model") if k in data}
+                                      "extraction", "runs", "model", "slide_overrides") if k in data}
+        if not isinstance(known.get("slide_overrides", {}), dict):
+            known.pop("slide_overrides")
         return cls(root=root, **known)
 
     def save(self) -> None:
@@ -187,6 +193,23 @@ class Project:
 
     def slide_path(self, sid: str) -> Optional[Path]:
         return self.slide_paths().get(sid)
+
+    def override_table(self) -> OverrideTable:
+        """The users' magnification settings of this project's slides (edits go to ``slide_overrides``; call
+        :meth:`save` after)."""
+        return OverrideTable(self.slide_overrides)
+
+    def slide_override(self, path: str | os.PathLike) -> Optional[MagnificationOverride]:
+        return self.override_table().get(path)
+
+    def set_slide_override(self, path: str | os.PathLike, override: Optional[MagnificationOverride]) -> None:
+        """Set (None: forget) the objective power / pixel size of the slide at ``path``, and save."""
+        self.override_table().set(path, override)
+        self.save()
+
+    def overrides_by_path(self) -> Dict[str, Dict[str, float]]:
+        """{absolute path: override} for the linked slides that have one: what extraction takes."""
+        return self.override_table().for_paths(self.slides) if self.slide_overrides else {}
 
     # --- labels and features -----------------------------------------------------------------------------
     def set_labels(self, csv_path: str | os.PathLike) -> LabelTable:

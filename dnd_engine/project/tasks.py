@@ -22,7 +22,7 @@ from ..features.extract import ExtractConfig, extract_cohort, feature_dir_for
 from ..features.registry import get_spec, list_extractors
 from ..models import model_names
 from ..progress import CancelFn, ProgressFn
-from ..slides.slide import open_slide
+from ..slides.overrides import open_with_override
 from .manifest import Project, ProjectError
 
 FEATURES = "features"
@@ -153,6 +153,7 @@ def estimate_work(project: Project, extraction: Optional[ExtractionPlan], traini
     if labelled is not None:
         ids = [s for s in ids if s in labelled]
     patches, exact, todo = 0, True, 0
+    overrides = None
     for sid in ids:
         if sid in bags:
             try:
@@ -163,7 +164,9 @@ def estimate_work(project: Project, extraction: Optional[ExtractionPlan], traini
         todo += 1
         exact = False
         if extraction is not None and sid in slides:
-            patches += _grid_upper_bound(slides[sid], extraction)
+            if overrides is None:
+                overrides = project.overrides_by_path()
+            patches += _grid_upper_bound(slides[sid], extraction, overrides)
     cfgs = [training.dnd_config(m) for m in training.methods]
     runs = len(training.methods) * training.folds
     trainings = runs * (2 + training.n_clusters)
@@ -171,9 +174,9 @@ def estimate_work(project: Project, extraction: Optional[ExtractionPlan], traini
     return WorkEstimate(len(ids), patches, exact, todo, runs, trainings, epochs, notes)
 
 
-def _grid_upper_bound(path: Path, plan: ExtractionPlan) -> int:
+def _grid_upper_bound(path: Path, plan: ExtractionPlan, overrides=None) -> int:
     try:
-        slide = open_slide(path)
+        slide = open_with_override(path, overrides)
     except DnDError:
         return 0
     try:
@@ -220,6 +223,7 @@ def run_extraction(project: Project, plan: ExtractionPlan, *, progress: Optional
     out = project.root / FEATURES
     config = plan.config()
     config.mp_context = mp_context
+    config.slide_overrides = project.overrides_by_path()
     results = extract_cohort([slides[s] for s in sorted(slides)], out, config,
                              progress=progress or (lambda *a: None), slide_progress=slide_progress or
                              (lambda *a: None), cancelled=cancelled)

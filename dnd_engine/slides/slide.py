@@ -7,8 +7,12 @@ slides. Every failure becomes a one-line :class:`SlideError`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -38,6 +42,12 @@ def magnification_from_mpp(mpp: Optional[float]) -> Optional[float]:
     return round(10.0 / mpp, 2)
 
 
+def nominal_mpp(power: Optional[float]) -> Optional[float]:
+    """The nominal pixel size of an objective power (10x = 1.0 um/px, 20x = 0.5, 40x = 0.25), or None."""
+    power = _float_or_none(power)
+    return 10.0 / power if power is not None else None
+
+
 def is_slide_path(path: str | os.PathLike) -> bool:
     name = str(path).lower()
     return name.endswith(SLIDE_EXTENSIONS) and not Path(path).name.startswith(".")
@@ -63,14 +73,16 @@ def _float_or_none(value) -> Optional[float]:
 class Slide:
     """A pyramidal image with level-0 coordinates, pixel size and objective power.
 
-    ``objective_power`` comes from the file header, else from the pixel size, else from the caller's
-    ``fallback_magnification``; ``magnification_source`` says which. ``objective_power`` passed to
-    :func:`open_slide` overrides all of them.
+    The one place a slide's scale is decided, in this order: what the user set (``objective_power`` or ``mpp``
+    passed to :func:`open_slide`: the CLI's ``--objective-power``, the app's "set by you"), then the file header's
+    objective power, then the power of the file's pixel size, then the caller's ``fallback_magnification``.
+    ``magnification_source`` says which won (override | header | mpp | assumed | unknown) and ``mpp_source``
+    where the pixel size came from (override | file | objective: nominal, from a power the user set | None).
     """
 
     def __init__(self, path: Path, backend: str, handle, level_dimensions, level_downsamples, properties,
                  mpp: Optional[float], header_power: Optional[float], override_power: Optional[float],
-                 fallback_power: Optional[float], vendor: str):
+                 fallback_power: Optional[float], vendor: str, override_mpp: Optional[float] = None):
         self.path = path
         self.id = slide_id(path)
         self.backend = backend
@@ -78,10 +90,21 @@ class Slide:
         self.level_dimensions: list[tuple[int, int]] = [tuple(map(int, d)) for d in level_dimensions]
         self.level_downsamples: list[float] = [float(d) for d in level_downsamples]
         self.properties: dict = dict(properties)
-        self.mpp = mpp
         self.vendor = vendor
+        override_power = _float_or_none(override_power)
+        override_mpp = _float_or_none(override_mpp)
+        if override_mpp is not None:
+            self.mpp, self.mpp_source = override_mpp, "override"
+        elif mpp is not None:
+            self.mpp, self.mpp_source = mpp, "file"
+        elif override_power is not None:        # a power the user set gives the scale bar its nominal pixel size
+            self.mpp, self.mpp_source = nominal_mpp(override_power), "objective"
+        else:
+            self.mpp, self.mpp_source = None, None
         if override_power is not None:
             self.objective_power, self.magnification_source = float(override_power), "override"
+        elif override_mpp is not None and magnification_from_mpp(override_mpp) is not None:
+            self.objective_power, self.magnification_source = magnification_from_mpp(override_mpp), "mpp"
         elif header_power is not None:
             self.objective_power, self.magnification_source = header_power, "header"
         elif magnification_from_mpp(mpp) is not None:
@@ -121,7 +144,8 @@ class Slide:
         if self.objective_power is None:
             raise SlideError(
                 f"{self.path.name}: the slide has no magnification metadata (no objective power, no pixel size); "
-                "give its base magnification (CLI: --base-magnification, e.g. 20)")
+                "give its base magnification (app: Slide panel, Set objective / pixel size; "
+                "CLI: --base-magnification 20)")
         if not magnification > 0:
             raise SlideError(f"magnification must be positive, got {magnification}")
         return self.objective_power / magnification
@@ -158,8 +182,8 @@ class Slide:
         except SlideError:
             raise
         except Exception as exc:  # openslide/tifffile/zarr raise many types for corrupt data
-            raise SlideError(f"{self.path.name}: cannot decode pixels at ({x}, {y}) level {level}: "
-                             f"{_one_line(exc)}") from None
+            raise SlideError(f"{self.path.name}: cannot decode the pixels at ({x}, {y}), level {level}: "
+                             f"{plain_reason(exc)}") from None
         return _to_rgb(img)
 
     def _white_beyond_edges(self, img: Image.Image, x: int, y: int, level: int, w: int, h: int) -> Image.Image:
@@ -220,6 +244,7 @@ class Slide:
             "level_dimensions": [list(d) for d in self.level_dimensions],
             "level_downsamples": [round(d, 4) for d in self.level_downsamples],
             "mpp": self.mpp,
+            "mpp_source": self.mpp_source,
             "objective_power": self.objective_power,
             "magnification_source": self.magnification_source,
             "file_size": self.path.stat().st_size,
@@ -249,6 +274,33 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+NOT_A_SLIDE = "its contents are not a slide format OpenSlide or tiffslide reads (is it a slide at all?)"
+DAMAGED = "the file is damaged or incomplete (was the copy cut short?)"
+_DAMAGE_WORDS = ("out of range", "invalid offset", "truncat", "corrupt", "reshape", "unexpected end", "eof",
+                 "too short", "not enough data", "incomplete", "read error")
+
+
+def plain_reason(exc: BaseException) -> str:
+    """What a reader library's exception means, in words a user can act on.
+
+    tifffile, OpenSlide and zarr word their failures for programmers ("not a TIFF file: header=b'this'",
+    "index 0 out of range(0)", "corrupted strip cannot be reshaped from (1860,) to (1, 901, 1493, 3)"); a user
+    needs to know whether the file is not a slide or a damaged one. Unknown messages keep their first line with
+    byte strings and object reprs removed.
+    """
+    text = _one_line(exc)
+    low = text.lower()
+    cleaned = re.sub(r"b'[^']*'|b\"[^\"]*\"|<[^>]*>", "", text).strip(" :,")
+    if "codec" in low or "requires" in low:
+        return f"a decoder the file needs is not installed ({cleaned})"
+    if "not a tiff" in low or "header=" in low or "unsupported" in low or "not a valid" in low \
+            or "not recognized" in low or "unknown format" in low:
+        return NOT_A_SLIDE
+    if isinstance(exc, (IndexError, EOFError, ValueError, KeyError)) or any(w in low for w in _DAMAGE_WORDS):
+        return DAMAGED
+    return cleaned or DAMAGED
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
@@ -273,17 +325,40 @@ def _open_openslide(path: Path):
         return None
 
 
+_quiet = threading.local()
+
+
+class _QuietFilter(logging.Filter):
+    """Drops tifffile's log warnings ("<tifffile.TiffPages @8> invalid offset to first page 8") while this
+    thread opens a slide: the same failure reaches the user once, as a SlideError in plain words."""
+
+    def filter(self, record) -> bool:
+        return not getattr(_quiet, "on", False)
+
+
+logging.getLogger("tifffile").addFilter(_QuietFilter())
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    before, _quiet.on = getattr(_quiet, "on", False), True
+    try:
+        yield
+    finally:
+        _quiet.on = before
+
+
 def _open_tiffslide(path: Path):
     try:
         import tiffslide
     except Exception:
         return None, "tiffslide is not installed"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_tifffile():
             warnings.simplefilter("ignore")
             return tiffslide.TiffSlide(str(path)), None
     except Exception as exc:
-        return None, _one_line(exc)
+        return None, plain_reason(exc)
 
 
 def open_slide(path: str | os.PathLike, objective_power: Optional[float] = None, mpp: Optional[float] = None,
@@ -313,8 +388,8 @@ def open_slide(path: str | os.PathLike, objective_power: Optional[float] = None,
             raise SlideError(f"{p.name}: not a readable image: {_one_line(exc)}") from None
         img = _to_rgb(img)
         props = {"dnd.format": img.format or p.suffix.lstrip(".")}
-        return Slide(p, "image", img, [img.size], [1.0], props, override_mpp, None, objective_power,
-                     fallback_magnification, vendor="image")
+        return Slide(p, "image", img, [img.size], [1.0], props, None, None, objective_power,
+                     fallback_magnification, vendor="image", override_mpp=override_mpp)
 
     handle = _open_openslide(p)
     backend = "openslide"
@@ -325,21 +400,22 @@ def open_slide(path: str | os.PathLike, objective_power: Optional[float] = None,
             if not lower.endswith(SLIDE_EXTENSIONS):
                 raise SlideError(f"{p.name}: unsupported file type '{p.suffix}' (supported: "
                                  f"{', '.join(sorted(set(SLIDE_EXTENSIONS)))})")
-            raise SlideError(f"{p.name}: not a readable slide (neither OpenSlide nor tiffslide can open it: {why})")
+            raise SlideError(f"{p.name}: not a readable slide: {why}")
     try:
-        props = dict(handle.properties)
-        prefix = "openslide" if backend == "openslide" else "tiffslide"
-        file_mpp = _float_or_none(props.get(f"{prefix}.mpp-x"))
-        header_power = _float_or_none(props.get(f"{prefix}.objective-power"))
-        vendor = str(props.get(f"{prefix}.vendor") or "generic")
-        dims = list(handle.level_dimensions)
-        downs = list(handle.level_downsamples)
+        with _quiet_tifffile():
+            props = dict(handle.properties)
+            prefix = "openslide" if backend == "openslide" else "tiffslide"
+            file_mpp = _float_or_none(props.get(f"{prefix}.mpp-x"))
+            header_power = _float_or_none(props.get(f"{prefix}.objective-power"))
+            vendor = str(props.get(f"{prefix}.vendor") or "generic")
+            dims = list(handle.level_dimensions)
+            downs = list(handle.level_downsamples)
     except Exception as exc:
         handle.close()
-        raise SlideError(f"{p.name}: unreadable slide header: {_one_line(exc)}") from None
+        raise SlideError(f"{p.name}: unreadable slide header: {plain_reason(exc)}") from None
     if not dims or dims[0][0] <= 0 or dims[0][1] <= 0:
         handle.close()
         raise SlideError(f"{p.name}: the slide has no pixels")
-    slide = Slide(p, backend, handle, dims, downs, props, override_mpp or file_mpp, header_power,
-                  objective_power, fallback_magnification, vendor)
+    slide = Slide(p, backend, handle, dims, downs, props, file_mpp, header_power,
+                  objective_power, fallback_magnification, vendor, override_mpp=override_mpp)
     return slide

@@ -159,6 +159,10 @@ def segment_tissue(slide: Slide, patch_area_px0: Optional[float] = None,
     tm = segment_array(rgb, ds_actual, patch_area_px0, p)
     tm.thumbnail = rgb
     if require_tissue and not tm.mask.any():
-        raise NoTissueError(f"{slide.path.name}: no tissue found (saturation threshold {tm.threshold_used:.0f}; "
-                            "try a lower --tissue-threshold or another tissue preset)")
+        side = patch_area_px0 ** 0.5
+        scan = f" at its {slide.objective_power:g}x" if slide.objective_power else ""
+        raise NoTissueError(f"{slide.path.name}: no tissue found: no stained piece (saturation \u2265 "
+                            f"{tm.threshold_used:.0f}) is as large as {p.a_t:g} patch{'es' if p.a_t != 1 else ''} "
+                            f"(a {side:.0f} px square{scan}); check the slide's magnification, or lower the tissue "
+                            "threshold (CLI: --tissue-threshold, --tissue-preset)")
     return tm

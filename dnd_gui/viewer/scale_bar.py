@@ -1,6 +1,8 @@
 """A scale bar over the viewer: a round length (1, 2 or 5 × 10ⁿ µm) drawn at its true on-screen size.
 
-Hidden when the slide has no pixel size: a bar in pixels would look like a measurement and is not one.
+Hidden when the slide has no pixel size: a bar in pixels would look like a measurement and is not one. When the
+pixel size is only the nominal one of an objective power the user set (20× → 0.5 µm/px), the length
+reads "≈ 200 µm".
 """
 
 from __future__ import annotations
@@ -47,11 +49,14 @@ class ScaleBar(QWidget):
         self.length_um = 0.0
         self.length_px = 0.0
         self.wanted = True  # the user's View ▸ Scale Bar choice; the bar still hides without a pixel size
+        self.approximate = False  # the pixel size is nominal (from an objective power), not measured
         self.resize(200, 40)
 
     @property
     def label(self) -> str:
-        return format_length(self.length_um) if self.length_um else ""
+        if not self.length_um:
+            return ""
+        return ("\u2248 " if self.approximate else "") + format_length(self.length_um)
 
     def set_scale(self, mpp: Optional[float], zoom: float) -> None:
         """``mpp``: µm per level-0 pixel (None hides the bar); ``zoom``: screen pixels per level-0 pixel."""
