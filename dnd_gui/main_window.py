@@ -636,6 +636,7 @@ class MainWindow(QMainWindow):
             self._show_error("Job failed", job.error, job.title)
         elif job.state == JobState.CANCELLED:
             self.statusBar().showMessage(f"{job.title}: cancelled; nothing half-written was kept", 8000)
+        self._refresh_actions()   # a cancelled project job can be resumed
         self.job_finished.emit(job)
 
     # --- showing a prediction ----------------------------------------------------------------------------
@@ -854,7 +855,7 @@ class MainWindow(QMainWindow):
         self.close_action.setEnabled(has_slide)
         has_project = self.session is not None
         self.close_project_action.setEnabled(has_project)
-        self.resume_action.setEnabled(has_project and bool(self.session.interrupted()))
+        self.resume_action.setEnabled(has_project and bool(self.session.resumable()))
 
     # --- help ----------------------------------------------------------------------------------------------
     def about_model(self) -> None:
