@@ -6,7 +6,8 @@ in different stages (an expert trains on a fraction of the slides but validates 
 student computes a distillation loss; clustering and teacher targets are between stages). A rate measured in one
 stage mispredicts the next, so the old figure swung (2:50 → 1:40 → 9:40). Here each stage kind keeps its own
 seconds per epoch, the remaining epochs of every stage are counted, and the shown figure follows the raw estimate
-only gradually (an exponential pull with a time constant), counting down between updates in the meantime.
+only gradually (an exponential pull with a time constant), counting down between updates in the meantime; when
+the work runs a little behind, the figure holds still instead of going back up.
 Qt-free: the GUI asks :meth:`EtaEstimator.seconds_left` and shows the number.
 """
 
@@ -20,6 +21,10 @@ from typing import List, Optional, Sequence, Tuple
 SMOOTHING_S = 30.0        # time constant of the pull from the shown figure towards the raw estimate
 MIN_ELAPSED_S = 3.0       # nothing is promised before this much time has passed ...
 MIN_FRACTION = 0.01       # ... and this much of the work is done (rate estimates only)
+# a raw estimate above the shown one by no more than this is waited out (the figure holds still); beyond it the
+# figure rises (gradually): the work really is slower than thought
+RISE_TOLERANCE = 0.25
+RISE_SLACK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class EtaEstimator:
 
     With a plan (a list of :class:`StageWork`), epoch records (``fold``, ``stage``, ``epoch``, ``seconds``) give
     the position in the plan and the seconds per epoch of each stage kind; stages not yet measured borrow the
-    mean of those measured (an overestimate for experts, corrected downwards once one runs), and the time between
+    slowest measured (an overestimate for experts, corrected downwards once one runs), and the time between
     stages (clustering, teacher targets, testing a fold) is measured as it happens. Without a plan, or before the
     first epoch, the estimate is the remaining fraction over the mean progress rate.
     """
@@ -130,7 +135,7 @@ class EtaEstimator:
 
     def _planned_left(self, now: float) -> float:
         measured = list(self._per_epoch.values())
-        fallback = sum(measured) / len(measured)
+        fallback = max(measured)   # an unmeasured stage borrows the slowest: corrected downwards, not up
         i, done = self._pos
         left = 0.0
         boundaries = 0
@@ -158,6 +163,8 @@ class EtaEstimator:
             predicted = max(0.0, shown - dt)
             value = predicted + (1.0 - math.exp(-dt / self.smoothing_s)) * (raw - predicted) if dt > 0 \
                 else shown
+            if raw <= shown * (1.0 + RISE_TOLERANCE) + RISE_SLACK_S:
+                value = min(value, shown)   # a little behind: stop counting down rather than go back up
         self._shown = (value, now)
         return value
 
