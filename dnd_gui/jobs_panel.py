@@ -8,11 +8,11 @@ An empty panel asks for no room (``isEmpty``/``emptied``), so the window can giv
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Sequence, Tuple
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
+from PySide6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
                                QToolButton, QVBoxLayout, QWidget)
 
 from .jobs import LOG_LINES_MAX, Job, JobQueue, JobState
@@ -291,3 +291,33 @@ class JobsPanel(QScrollArea):
         self._refresh_header()
         if not self.rows:
             self.emptied.emit(True)
+
+
+class BottomDocks(QObject):
+    """Keeps the Jobs dock, and the docks tabbed with it (Predictions), out of the window while they have nothing
+    to show, so an empty Jobs panel takes no space from the slide. The first job brings them back with the Jobs tab
+    in front; a tabbed dock whose content appears (``appeared``) comes back by itself; clearing the last job row
+    hides the Jobs dock again (the others stay while they hold something)."""
+
+    def __init__(self, panel: JobsPanel, jobs_dock: QDockWidget,
+                 others: Sequence[Tuple[QDockWidget, Callable[[], bool], object]] = (),
+                 parent: Optional[QObject] = None):
+        super().__init__(parent or panel)
+        self.panel, self.jobs_dock, self.others = panel, jobs_dock, list(others)
+        panel.emptied.connect(self._on_emptied)
+        for dock, _has_content, appeared in self.others:
+            appeared.connect(lambda *_a, d=dock: d.show())
+        if panel.isEmpty():
+            self._on_emptied(True)
+
+    def _on_emptied(self, empty: bool) -> None:
+        if not empty:
+            for dock, _has_content, _appeared in self.others:
+                dock.show()
+            self.jobs_dock.show()
+            self.jobs_dock.raise_()
+            return
+        self.jobs_dock.hide()
+        for dock, has_content, _appeared in self.others:
+            if not has_content():
+                dock.hide()

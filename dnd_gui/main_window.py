@@ -28,7 +28,7 @@ from .classification import (DEMO_MODEL, ClassifiedSlide, ModelLoader, ReadyMode
 from .exports import heatmap_geojson_job, heatmap_png_job
 from .inspector import Inspector, model_label
 from .jobs import Job, JobQueue, JobState
-from .jobs_panel import JobsPanel
+from .jobs_panel import BottomDocks, JobsPanel
 from .predictions_view import PredictionsView
 from .project_session import ProjectSession
 from .results_view import ResultsView
@@ -188,6 +188,8 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+        self.bottom_docks = BottomDocks(self.jobs_panel, self.jobs_dock, [(  # an empty Jobs panel takes no space
+            self.predictions_dock, lambda: bool(self.predictions.model.rows), self.predictions.model.rowsInserted)])
         self.set_theme(theme or self.settings.theme(), remember=False)
         self.statusBar().showMessage("Open a slide with File \u25b8 Open Slide\u2026, or drop slides on the window "
                                      "to classify them")
