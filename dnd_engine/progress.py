@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Tuple
 
@@ -57,7 +58,9 @@ class BatchOutcome:
             return ""
         name, why = self.failures[0]
         more = len(self.failures) - 1
-        return f"{name}: {why}" + (f" (and {more} more failed)" if more else "")
+        named = re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", why)   # engine messages often name the file
+        first = why if named else f"{name}: {why}"
+        return first + (f" (and {more} more failed)" if more else "")
 
 
 def batch_outcome(items: Iterable[Tuple[str, str]]) -> BatchOutcome:

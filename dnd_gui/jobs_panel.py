@@ -117,7 +117,12 @@ class JobRow(QFrame):
             self.cancel_button.setVisible(not job.state.finished)
             self._refresh_retry()
         self.bar.setValue(round(job.fraction * 1000))
-        self.bar.setFormat(f"{job.fraction * 100:.0f} %")
+        if job.state == JobState.FAILED:   # a full bar must never read as success
+            self.bar.setFormat("failed")
+        elif job.state == JobState.DONE and job.outcome is not None and job.outcome.failures:
+            self.bar.setFormat(f"done, {job.outcome.summary()}")
+        else:
+            self.bar.setFormat(f"{job.fraction * 100:.0f} %")
         self.cancel_button.setEnabled(not job.state.finished and not job.cancel_requested)
         text = job.error if job.state == JobState.FAILED else job.message
         if job.state.finished and job.started_at is not None and job.ended_at is not None:
