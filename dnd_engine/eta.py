@@ -24,7 +24,8 @@ MIN_FRACTION = 0.01       # ... and this much of the work is done (rate estimate
 # a raw estimate above the shown one by no more than this is waited out (the figure holds still); beyond it the
 # figure rises (gradually): the work really is slower than thought
 RISE_TOLERANCE = 0.25
-RISE_SLACK_S = 10.0
+RISE_SLACK_S = 2.0
+MIN_SMOOTHING_S = 3.0     # the time constant never falls below this (see seconds_left)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class EtaEstimator:
 
     def seconds_left(self, now: float) -> Optional[float]:
         """The smoothed estimate: it counts down by the time passed, and is pulled towards the raw estimate
-        by ``1 - exp(-dt / smoothing_s)`` of the difference (independent of how often it is asked)."""
+        by ``1 - exp(-dt / tau)`` of the difference (independent of how often it is asked)."""
         if self._started is None or now - self._started < self.min_elapsed_s:
             return None
         raw = self.raw_seconds_left(now)
@@ -161,8 +162,9 @@ class EtaEstimator:
             shown, at = self._shown
             dt = max(0.0, now - at)
             predicted = max(0.0, shown - dt)
-            value = predicted + (1.0 - math.exp(-dt / self.smoothing_s)) * (raw - predicted) if dt > 0 \
-                else shown
+            # a short remainder follows faster: 30 s of lag would leave "a few seconds left" for half a minute
+            tau = min(self.smoothing_s, max(MIN_SMOOTHING_S, 0.2 * shown))
+            value = predicted + (1.0 - math.exp(-dt / tau)) * (raw - predicted) if dt > 0 else shown
             if raw <= shown * (1.0 + RISE_TOLERANCE) + RISE_SLACK_S:
                 value = min(value, shown)   # a little behind: stop counting down rather than go back up
         self._shown = (value, now)

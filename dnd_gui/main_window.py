@@ -1013,14 +1013,15 @@ class MainWindow(QMainWindow):
         resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
         box.button(QMessageBox.StandardButton.Cancel).setText("Later")
         box.setModal(False)
-        box.buttonClicked.connect(lambda b: self.resume_jobs() if b is resume else None)
+        box.buttonClicked.connect(lambda b: self.resume_jobs(list(records)) if b is resume else None)
         self.resume_box = box
         box.show()
 
-    def resume_jobs(self) -> list:
+    def resume_jobs(self, records: Optional[Sequence[JobRecord]] = None) -> list:
+        """Resume ``records`` (default: every stopped job, cancelled ones included)."""
         if self.session is None:
             return []
-        jobs = self.session.resume()
+        jobs = self.session.resume(None if records is None else list(records))
         if jobs:
             self.show_tab(self.curves_scroll)
             self.jobs_dock.raise_()
