@@ -12,8 +12,8 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
+                               QScrollArea, QToolButton, QVBoxLayout, QWidget)
 
 from .jobs import LOG_LINES_MAX, Job, JobQueue, JobState
 
