@@ -1,4 +1,5 @@
-"""The progress/cancel protocol shared by every long engine operation (CLI, GUI workers and tests)."""
+"""The progress/cancel protocol shared by every long engine operation (CLI, GUI workers and tests), and the outcome
+of a batch whose items may fail one by one (how a job that went on past failures really ended)."""
 
 from __future__ import annotations
 
