@@ -204,6 +204,10 @@ def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path,
             for r in out:
                 ctx.emit(ClassifiedSlide(r, read_tissue_mask(out_dir, r.slide_id) if r.status == "done" else None))
             ctx.progress(base + STEPS_PER_SLIDE, total, f"{name}: {out[0].predicted or out[0].status}")
+        # the engine's per-slide results decide how the job ended: all failed is a failed job, never "Done"
+        from dnd_engine.progress import batch_outcome
+        ctx.outcome(batch_outcome((Path(r.path).name, (r.error or "failed") if r.status != "done" else "")
+                                  for r in results))
         return results
 
     return run

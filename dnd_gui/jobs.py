@@ -5,8 +5,12 @@ message)``, ``cancelled()``, ``log(message)``) plus ``emit(result)`` for results
 before the job ends (one slide's prediction while the next is classified) and ``epoch(record)`` for training
 curves. Engine errors become one-line messages (state ``failed``; the full text goes to the job's log), the
 engine's :class:`~dnd_engine.errors.Cancelled` becomes ``cancelled``, and any other exception is caught too, so a
-job can never take the window down. Jobs run one at a time: they are CPU and memory heavy, and two at once would
-only slow both.
+job can never take the window down. A job that goes on past per-item failures (a batch of slides) reports the
+engine's :class:`~dnd_engine.progress.BatchOutcome` with ``ctx.outcome``: every item failed ends it ``failed``,
+some failed ends it ``done`` with :attr:`Job.outcome` saying how many, never a plain success. A failed or
+cancelled job can be queued again as it is (:meth:`JobQueue.retry`): the same function, the same row and the same
+connections. Jobs run one at a time: they are CPU and memory heavy, and two at once would only slow both.
+The time left comes from the engine's :class:`~dnd_engine.eta.EtaEstimator` (per-stage epoch times for training).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import itertools
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, Slot
 
 from dnd_engine.errors import Cancelled, DnDError
+from dnd_engine.eta import EtaEstimator, StageWork
+from dnd_engine.progress import BatchOutcome
 
 from .background import lower_this_thread
 
@@ -65,6 +71,10 @@ class JobContext:
         thread, in order. A copy is sent, so the engine may reuse its dict."""
         self._job._post_epoch(dict(record))
 
+    def outcome(self, outcome: BatchOutcome) -> None:
+        """How the job's items ended (the engine's per-item results); decides the job's final state."""
+        self._job._outcome = outcome
+
 
 JobFn = Callable[[JobContext], Any]
 _ids = itertools.count(1)
@@ -91,7 +101,7 @@ class Job(QObject):
     _end_signal = Signal(str, str, object)  # state, message, return value
 
     def __init__(self, title: str, fn: JobFn, parent: Optional[QObject] = None, *, kind: str = "",
-                 meta: Optional[dict] = None):
+                 meta: Optional[dict] = None, work: Optional[Sequence[StageWork]] = None):
         super().__init__(parent)
         self.id = next(_ids)
         self.title = title
@@ -108,14 +118,16 @@ class Job(QObject):
         self.log_lines: list[str] = []
         self.started_at: Optional[float] = None
         self.ended_at: Optional[float] = None
+        self.outcome: Optional[BatchOutcome] = None   # per-item results, when the function reported them
+        self._outcome: Optional[BatchOutcome] = None  # set on the worker, taken when the job ends
+        self.retry_hook: Optional[Callable[[], Any]] = None   # who queues it again (a project's job book)
+        self.runs = 0                                          # times started (a retry runs it again)
         # ETA: shown once this long has passed and this much of the work is done, so the first noisy
         # seconds (imports, the first slide's tissue mask) do not promise a wild figure
         self.eta_after_s = 3.0
         self.eta_min_fraction = 0.01
-        self._rate_base: Optional[tuple[float, float]] = None   # (time, fraction) of the first progress
-        self._rate_last: Optional[tuple[float, float]] = None
-        self._rate: Optional[float] = None                      # smoothed fraction per second
-        self._eta: Optional[tuple[float, float]] = None         # (seconds left, when estimated)
+        self.work: list[StageWork] = list(work or [])   # the training stages and epochs, for the time left
+        self._eta = EtaEstimator(self.work)
         self._cancel = threading.Event()
         self._lock = threading.Lock()   # start vs cancel of a queued job: exactly one of them wins
         self._started = False
@@ -140,15 +152,15 @@ class Job(QObject):
             return 1.0
         return min(1.0, self.done / self.total) if self.total > 0 else 0.0
 
-    def cancel(self) -> None:
-        """Ask the job to stop at its next check; a queued job ends at once and never runs."""
+    def cancel(self, reason: str = "cancelled before it started") -> None:
+        """Ask the job to stop at its next check; a queued job ends at once (with ``reason``) and never runs."""
         if self.state.finished:
             return
         with self._lock:
             self._cancel.set()
             started = self._started
         if not started:
-            self._on_end(JobState.CANCELLED.value, "cancelled before it started", None)
+            self._on_end(JobState.CANCELLED.value, reason, None)
         else:  # running, or started on the worker with the news not yet here
             self.message = "cancelling\u2026"
             self.changed.emit()
@@ -157,16 +169,39 @@ class Job(QObject):
     def cancel_requested(self) -> bool:
         return self._cancel.is_set()
 
+    @property
+    def can_retry(self) -> bool:
+        """Failed, cancelled, or done with failed items: it may be queued again."""
+        return self.state in (JobState.FAILED, JobState.CANCELLED) or \
+            (self.state == JobState.DONE and self.outcome is not None and self.outcome.state != "done")
+
     def eta_seconds(self, now: Optional[float] = None) -> Optional[float]:
-        """Seconds left by the smoothed progress rate, counting down between updates; None until credible."""
-        if self.state != JobState.RUNNING or self._eta is None or self.started_at is None:
+        """Seconds left by the engine's smoothed estimate, counting down between updates; None until credible.
+        Asking moves the smoothing on to ``now``."""
+        if self.state != JobState.RUNNING or self.started_at is None:
             return None
-        now = time.monotonic() if now is None else now
-        if now - self.started_at < self.eta_after_s or self._rate_base is None \
-                or self.fraction - self._rate_base[1] < self.eta_min_fraction:
-            return None
-        left, at = self._eta
-        return max(0.0, left - (now - at))
+        self._eta.min_elapsed_s, self._eta.min_fraction = self.eta_after_s, self.eta_min_fraction
+        return self._eta.seconds_left(time.monotonic() if now is None else now)
+
+    def _reset_for_retry(self) -> None:
+        """Back to queued, as new, keeping the log (with a mark) and every connection."""
+        with self._lock:
+            self._cancel.clear()
+            self._started = False
+        self.state = JobState.QUEUED
+        self.done = self.total = 0
+        self.message = "waiting"
+        self.error = self.error_detail = ""
+        self.value = None
+        self.outcome = self._outcome = None
+        self.started_at = self.ended_at = None
+        self._eta = EtaEstimator(self.work)
+        with self._post_lock:
+            self._progress_pending = None
+            self._progress_posted = False
+        self._progress_shown_at = -1e9
+        self._on_log(f"--- run again (attempt {self.runs + 1}) ---")
+        self.changed.emit()
 
     # --- worker side -------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -174,6 +209,7 @@ class Job(QObject):
             if self._cancel.is_set():
                 return  # cancelled while queued: the GUI side has already ended it
             self._started = True
+            self.runs += 1
         self._progress_signal.emit(-1, -1, "")  # marks the start (RUNNING) on the GUI thread
         try:
             value = self.fn(JobContext(self))
@@ -192,8 +228,11 @@ class Job(QObject):
                                   f"unexpected error ({type(exc).__name__}{': ' + detail if detail else ''})"
                                   + (f"\n{text}" if text and text != detail else ""), None)
         else:
+            outcome = self._outcome
             if self._cancel.is_set():
                 self._end_signal.emit(JobState.CANCELLED.value, "cancelled by the user", value)
+            elif outcome is not None and outcome.state == "failed":
+                self._end_signal.emit(JobState.FAILED.value, outcome.reason(), value)
             else:
                 self._end_signal.emit(JobState.DONE.value, "", value)
 
@@ -229,6 +268,7 @@ class Job(QObject):
                     self._epochs_posted = False
                     return
                 record = self._epochs.popleft()
+            self._eta.epoch(record, time.monotonic())
             self.epoch.emit(record)
             if time.perf_counter() > deadline:
                 QTimer.singleShot(0, self._deliver_epochs)
@@ -258,33 +298,15 @@ class Job(QObject):
         if done < 0:
             self.state = JobState.RUNNING
             self.started_at = now
+            self._eta.start(now)
             self.message = "cancelling\u2026" if self._cancel.is_set() else "starting\u2026"
         else:
             self.done, self.total = done, total
             if message and not self._cancel.is_set():
                 self.message = message
-            self._sample_rate(now)
+            # the first progress is the baseline: a resumed run jumps straight to where it stopped
+            self._eta.progress(self.fraction, now)
         self.changed.emit()
-
-    def _sample_rate(self, now: float) -> None:
-        # The first progress is the baseline (a resumed run jumps straight to where it stopped); then an
-        # exponential average over >= 1 s windows, seeded with the mean rate, so one slow bag does not swing it.
-        f = self.fraction
-        if self._rate_last is None or f < self._rate_last[1] - 1e-9:  # first sample, or the total grew
-            self._rate_base = self._rate_last = (now, f)
-            self._rate = self._eta = None
-            return
-        t_last, f_last = self._rate_last
-        if now - t_last < 1.0:
-            return
-        inst = (f - f_last) / (now - t_last)
-        if self._rate is None:
-            t0, f0 = self._rate_base
-            self._rate = (f - f0) / (now - t0)
-        else:
-            self._rate = 0.25 * inst + 0.75 * self._rate
-        self._rate_last = (now, f)
-        self._eta = ((1.0 - f) / self._rate, now) if self._rate > 0 else None
 
     @Slot(str)
     def _on_log(self, message: str) -> None:
@@ -304,13 +326,15 @@ class Job(QObject):
         self.state = JobState(state)
         self.ended_at = time.monotonic()
         self.value = value
+        self.outcome = self._outcome
         if self.state == JobState.FAILED:
             self.error_detail = message
             self.error = message.splitlines()[0] if message else "failed"
         self.message = {JobState.DONE: "done", JobState.CANCELLED: "cancelled"}.get(self.state, self.error)
+        if self.state == JobState.DONE and self.outcome is not None and self.outcome.failures:
+            self.message = f"done with {self.outcome.summary()} \u2014 {self.outcome.reason()}"
         if self.state == JobState.CANCELLED and message and message != "cancelled by the user":
             self.message = message
-        self._eta = None
         self.changed.emit()
         self.finished.emit(self)
 
@@ -330,6 +354,7 @@ class JobQueue(QObject):
 
     job_added = Signal(object)
     job_finished = Signal(object)
+    job_requeued = Signal(object)   # a finished job queued again (retry, resume), in its own row
 
     def __init__(self, parent: Optional[QObject] = None):
         super().__init__(parent)
@@ -343,6 +368,27 @@ class JobQueue(QObject):
         self.jobs.append(job)
         job.finished.connect(self.job_finished)
         self.job_added.emit(job)
+        self._pool.start(_JobTask(job))
+        return job
+
+    def retry(self, job: Job) -> Job:
+        """Queue a failed or cancelled job again, as it is: the same function and arguments, the same row.
+        A job with a ``retry_hook`` (a project's job, whose record must follow) is handed to it instead."""
+        if not job.state.finished:
+            return job
+        if job.retry_hook is not None:
+            job.retry_hook()
+            return job
+        return self.requeue(job)
+
+    def requeue(self, job: Job) -> Job:
+        """Run a finished job of this queue again (no questions asked: :meth:`retry` is the user's way)."""
+        if job not in self.jobs:
+            raise ValueError(f"job {job.id} is not one of this queue's")
+        if not job.state.finished:
+            return job
+        job._reset_for_retry()
+        self.job_requeued.emit(job)
         self._pool.start(_JobTask(job))
         return job
 

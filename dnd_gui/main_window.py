@@ -29,7 +29,7 @@ from .classification import (DEMO_MODEL, ClassifiedSlide, ModelLoader, ReadyMode
 from .exports import heatmap_geojson_job, heatmap_png_job
 from .inspector import Inspector, model_label
 from .jobs import Job, JobQueue, JobState
-from .jobs_panel import JobsPanel
+from .jobs_panel import BottomDocks, JobsPanel
 from . import magnification_dialog
 from .magnification_dialog import SlideScaleStore
 from .predictions_view import PredictionsView
@@ -199,6 +199,8 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+        self.bottom_docks = BottomDocks(self.jobs_panel, self.jobs_dock, [(  # an empty Jobs panel takes no space
+            self.predictions_dock, lambda: bool(self.predictions.model.rows), self.predictions.model.rowsInserted)])
         self.set_theme(theme or self.settings.theme(), remember=False)
         self.statusBar().showMessage("Open a slide with File \u25b8 Open Slide\u2026, or drop slides on the window "
                                      "to classify them")
@@ -675,6 +677,7 @@ class MainWindow(QMainWindow):
             self._show_error("Job failed", job.error, job.title)
         elif job.state == JobState.CANCELLED:
             self.statusBar().showMessage(f"{job.title}: cancelled; nothing half-written was kept", 8000)
+        self._refresh_actions()   # a cancelled project job can be resumed
         self.job_finished.emit(job)
 
     # --- showing a prediction ----------------------------------------------------------------------------
@@ -902,7 +905,7 @@ class MainWindow(QMainWindow):
             self.slide_actions.remove_action.setEnabled(has_slide)
         has_project = self.session is not None
         self.close_project_action.setEnabled(has_project)
-        self.resume_action.setEnabled(has_project and bool(self.session.interrupted()))
+        self.resume_action.setEnabled(has_project and bool(self.session.resumable()))
 
     # --- help ----------------------------------------------------------------------------------------------
     def about_model(self) -> None:
@@ -1059,14 +1062,15 @@ class MainWindow(QMainWindow):
         resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
         box.button(QMessageBox.StandardButton.Cancel).setText("Later")
         box.setModal(False)
-        box.buttonClicked.connect(lambda b: self.resume_jobs() if b is resume else None)
+        box.buttonClicked.connect(lambda b: self.resume_jobs(list(records)) if b is resume else None)
         self.resume_box = box
         box.show()
 
-    def resume_jobs(self) -> list:
+    def resume_jobs(self, records: Optional[Sequence[JobRecord]] = None) -> list:
+        """Resume ``records`` (default: every stopped job, cancelled ones included)."""
         if self.session is None:
             return []
-        jobs = self.session.resume()
+        jobs = self.session.resume(None if records is None else list(records))
         if jobs:
             self.show_tab(self.curves_scroll)
             self.jobs_dock.raise_()

@@ -3,8 +3,10 @@
 Every launched job is written to the project's job book *before* it is queued, and its record follows the job
 (running → done/failed/cancelled). If the app dies, the record still says "running"; reopening the project marks it
 interrupted and :meth:`ProjectSession.resume` queues it again from that record alone — the engine continues from
-its checkpoints. Jobs launched together form a group: when one fails or is cancelled, the queued jobs after it in
-its group are cancelled too (training cannot start without the features its extraction was to write).
+its checkpoints; a job cancelled or failed in this session is queued again in its own row (Resume, Retry).
+Jobs launched together form a group, but only the extraction is something the others need: when it fails or is
+cancelled, the group's training jobs are not started (they cannot train without its features). Training jobs are
+independent of each other: cancelling one stops exactly that one, and the next one in the queue runs.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from typing import Dict, List, Optional
 from PySide6.QtCore import QObject, Signal
 
 from dnd_engine.errors import Cancelled
+from dnd_engine.eta import dnd_work_for
 from dnd_engine.project import (ExtractionPlan, JobBook, JobRecord, Project, TrainingPlan, run_extraction,
                                 run_training)
 
 from .jobs import Job, JobContext, JobQueue, JobState
+
+PREREQUISITE_KINDS = ("extract",)   # kinds whose failure leaves the rest of their launch nothing to work on
 
 # reading processes of an extraction started from the app: never ``fork`` a process that runs Qt threads
 READER_START = "spawn" if getattr(sys, "frozen", False) else "forkserver"
@@ -54,6 +59,7 @@ class ProjectSession(QObject):
         self.book = JobBook(project)
         self.jobs: Dict[str, Job] = {}   # record id → its job in this session
         self._broken_groups: set = set()
+        self._curves_job: Optional[Job] = None   # the training job whose epochs the curves show
 
     # --- launching ---------------------------------------------------------------------------------------
     def launch(self, extraction: Optional[ExtractionPlan], training: TrainingPlan) -> List[Job]:
@@ -79,38 +85,59 @@ class ProjectSession(QObject):
         else:
             raise ValueError(f"unknown job kind {rec.kind!r}")
         group = str(rec.spec.get("group", ""))
+        prerequisite = rec.kind in PREREQUISITE_KINDS
 
         def guarded(ctx: JobContext):
             # decided on the worker thread: the next job of the group starts there before the GUI thread hears
-            # that the one before it failed
-            if group and group in self._broken_groups:
-                raise Cancelled("not started: an earlier job of the same launch did not finish")
+            # that the extraction before it failed
+            if group and not prerequisite and group in self._broken_groups:
+                raise Cancelled("not started: the feature extraction it needs did not finish")
             try:
                 return fn(ctx)
             except BaseException:
-                if group:
+                if group and prerequisite:
                     self._broken_groups.add(group)
                 raise
         return guarded
 
+    def _work(self, rec: JobRecord):
+        """The stages and epochs a training job has ahead of it, for its time-left estimate."""
+        if rec.kind != "train":
+            return None
+        try:
+            plan = TrainingPlan.from_dict(rec.spec["training"])
+            return dnd_work_for(plan.dnd_config(str(rec.spec["method"])), plan.folds)
+        except Exception:   # an estimate is never a reason not to run the job
+            return None
+
     def _submit(self, rec: JobRecord) -> Job:
-        job = Job(rec.title, self._job_fn(rec), kind=rec.kind,
+        job = Job(rec.title, self._job_fn(rec), kind=rec.kind, work=self._work(rec),
                   meta={"record": rec.id, "group": rec.spec.get("group", ""), "project": str(self.project.root)})
         self.book.mark(rec.id, "queued", "waiting")
         self.jobs[rec.id] = job
+        job.retry_hook = lambda j=job: self.retry(j)
         job.changed.connect(lambda j=job: self._on_changed(j))
         job.finished.connect(self._on_finished)
         if rec.kind == "train":
-            job.epoch.connect(self.epoch)
+            job.epoch.connect(lambda record, j=job: self._on_epoch(j, record))
         self.queue.submit(job)
         self.job_submitted.emit(job)
         return job
 
+    def _on_epoch(self, job: Job, record: dict) -> None:
+        # the curves show one run: a finished job's last records, handed out after the next job started,
+        # must not land in the next job's curves
+        if job is self._curves_job:
+            self.epoch.emit(record)
+
     def _on_changed(self, job: Job) -> None:
         rec = self.book.get(job.meta["record"])
-        if job.state == JobState.RUNNING and rec.state != "running":
+        if job.state == JobState.QUEUED and rec.state not in ("queued", "running"):
+            self.book.mark(rec.id, "queued", "waiting")   # queued again in its row (Retry, Resume)
+        elif job.state == JobState.RUNNING and rec.state != "running":
             self.book.mark(rec.id, "running", job.message)
             if rec.kind == "train":
+                self._curves_job = job
                 plan = TrainingPlan.from_dict(rec.spec["training"])
                 self.train_started.emit(str(plan.run_dir(self.project, str(rec.spec["method"]))), rec.title)
 
@@ -118,7 +145,7 @@ class ProjectSession(QObject):
         rec_id = job.meta["record"]
         message = job.error if job.state == JobState.FAILED else job.message
         self.book.mark(rec_id, job.state.value, message)
-        if job.state != JobState.DONE:
+        if job.state != JobState.DONE and job.kind in PREREQUISITE_KINDS:
             self._cancel_rest_of_group(job)
         if job.state == JobState.DONE:
             self.changed.emit()
@@ -131,17 +158,40 @@ class ProjectSession(QObject):
             return
         for other in self.jobs.values():
             if other is not job and other.meta.get("group") == group and other.state == JobState.QUEUED:
-                other.cancel()
+                other.cancel("not started: the feature extraction it needs did not finish")
 
     # --- after a crash -----------------------------------------------------------------------------------
     def interrupted(self) -> List[JobRecord]:
         return self.book.interrupted()
 
+    def resumable(self) -> List[JobRecord]:
+        """Jobs that stopped before finishing and may continue: interrupted by a crash, or cancelled (in this
+        session or an earlier one), and not queued again already."""
+        return [r for r in self.book.records if r.state in ("interrupted", "cancelled")
+                and not (r.id in self.jobs and not self.jobs[r.id].state.finished)]
+
     def resume(self, records: Optional[List[JobRecord]] = None) -> List[Job]:
-        """Queue interrupted (or failed/cancelled) jobs again; each continues from its checkpoints."""
-        todo = self.interrupted() if records is None else [r for r in records if r.resumable]
+        """Queue stopped jobs again (default: :meth:`resumable`); each continues from its checkpoints. A job
+        that already has a row in this session runs again in that row."""
+        todo = self.resumable() if records is None else [r for r in records if r.resumable]
         self._broken_groups -= {str(r.spec.get("group", "")) for r in todo}
-        return [self._submit(r) for r in todo]
+        out = []
+        for r in todo:
+            job = self.jobs.get(r.id)
+            if job is not None and not job.state.finished:
+                continue
+            out.append(self.queue.requeue(job) if job is not None and job in self.queue.jobs else self._submit(r))
+        return out
+
+    def retry(self, job: Job) -> List[Job]:
+        """Retry or Resume on a row: the job again, and after an extraction, the training jobs of its launch
+        that were not started because of it."""
+        rec = self.book.get(job.meta["record"])
+        todo = [rec]
+        if rec.kind in PREREQUISITE_KINDS and job.meta.get("group"):
+            todo += [r for r in self.book.records if r is not rec and r.resumable
+                     and r.spec.get("group") == job.meta["group"] and r.kind not in PREREQUISITE_KINDS]
+        return self.resume(todo)
 
     def active_jobs(self) -> List[Job]:
         return [j for j in self.jobs.values() if not j.state.finished]

@@ -281,7 +281,8 @@ def test_predict_on_an_unreadable_slide_reports_why(qtbot, demo_window, tmp_path
     with qtbot.waitSignal(win.job_finished, timeout=JOB_MS) as finished:
         with qtbot.waitSignal(win.slide_failed, timeout=LOAD_MS):
             drop_on_viewer(win, [broken])
-    assert finished.args[0].state == JobState.DONE          # the job itself did not crash
+    job = finished.args[0]
+    assert job.state == JobState.FAILED and "broken.svs" in job.error   # no slide classified: failed, not "Done"
     assert win.error_box.isVisible() and "broken.svs" in win.last_error
     pred = win.records[str(broken)].prediction
     assert pred.status == "failed" and "broken.svs" in pred.error and "\n" not in pred.error
