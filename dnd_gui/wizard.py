@@ -724,14 +724,15 @@ class ModelPage(QWizardPage):
         _row(left, "Clusters (C)", self.clusters_spin,
              "How many groups the training slides are divided into, one expert each. Set to the preset's when "
              "the preset changes (paper 3, authors' code 5).")
-        self.lambda_base_spin = self._double(0.0, 100.0, 0.1, defaults.lambda_base)
+        preset = preset_config(defaults.preset)
+        self.lambda_base_spin = self._double(0.0, 100.0, 0.1, preset.lambda_base)
         _row(left, "λ base", self.lambda_base_spin,
-             f"Weight of the distillation loss from the base model (default {defaults.lambda_base:g}, both "
+             f"Weight of the distillation loss from the base model (default {preset.lambda_base:g}, both "
              "presets)")
-        self.lambda_expert_spin = self._double(0.0, 100.0, 0.1, defaults.lambda_expert)
+        self.lambda_expert_spin = self._double(0.0, 100.0, 0.1, preset.lambda_expert)
         _row(left, "λ experts", self.lambda_expert_spin,
              f"Weight of the distillation loss from the experts, averaged over them (default "
-             f"{defaults.lambda_expert:g}, both presets)")
+             f"{preset.lambda_expert:g}, both presets)")
         self.temperature_spin = self._double(0.0, 100.0, 0.1, 0.0)
         _row(left, "Temperature", self.temperature_spin,
              "Softmax temperature of distillation. At the lowest value it shows, and uses, the preset's "
@@ -846,12 +847,16 @@ class ModelPage(QWizardPage):
         return self.device_combo.currentData()
 
     def plan(self) -> TrainingPlan:
+        """Only what the user changed: a box still at the preset's value leaves the plan's None (the preset's)."""
         def opt(spin):
             return spin.value() or None
+        cfg = preset_config(self.preset())
+        def changed(value, preset_value):
+            return None if value == preset_value else value
         return TrainingPlan(name=self.name_edit.text().strip(), methods=self.methods(), preset=self.preset(),
-                            n_clusters=int(self.clusters_spin.value()),
-                            lambda_base=float(self.lambda_base_spin.value()),
-                            lambda_expert=float(self.lambda_expert_spin.value()),
+                            n_clusters=changed(int(self.clusters_spin.value()), cfg.n_clusters),
+                            lambda_base=changed(float(self.lambda_base_spin.value()), cfg.lambda_base),
+                            lambda_expert=changed(float(self.lambda_expert_spin.value()), cfg.lambda_expert),
                             temperature=(float(self.temperature_spin.value()) or None),
                             epochs_base=opt(self.epochs_base_spin), epochs_expert=opt(self.epochs_expert_spin),
                             epochs_student=opt(self.epochs_student_spin), folds=int(self.folds_spin.value()),
@@ -1065,8 +1070,9 @@ class TrainingWizard(QWizard):
         if cfg is not None:
             def mark(value, own):
                 return f"{value}" + ("" if own is not None else " (preset)")
-            rows += [("Clusters (C)", str(training.n_clusters)),
-                     ("λ base / λ experts", f"{training.lambda_base:g} / {training.lambda_expert:g}"),
+            rows += [("Clusters (C)", mark(cfg.n_clusters, training.n_clusters)),
+                     ("λ base / λ experts", f"{mark(f'{cfg.lambda_base:g}', training.lambda_base)} / "
+                                            f"{mark(f'{cfg.lambda_expert:g}', training.lambda_expert)}"),
                      ("Temperature", mark(f"{cfg.temperature:g}", training.temperature)),
                      ("Epochs base / experts / student",
                       f"{mark(cfg.base.epochs, training.epochs_base)} / "

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 from ..bags import find_bags
 from ..bags.store import bag_info
 from ..dnd.crossval import CVSettings, DnDCVResult, run_dnd_cv
-from ..dnd.presets import PRESETS, preset_config
+from ..dnd.presets import PRESETS, apply_overrides, preset_config
 from ..errors import DnDError
 from ..features.extract import ExtractConfig, extract_cohort, feature_dir_for
 from ..features.registry import get_spec, list_extractors
@@ -72,10 +72,11 @@ class TrainingPlan(_JsonPlan):
     name: str = "run"
     methods: List[str] = field(default_factory=lambda: ["abmil"])
     preset: str = "paper"
-    n_clusters: int = 3
-    lambda_base: float = 1.0
-    lambda_expert: float = 1.0
-    temperature: Optional[float] = None       # None: the preset's
+    # None: the preset's value (paper C = 3, authors-code C = 5), the rule `dnd train --preset` follows too
+    n_clusters: Optional[int] = None
+    lambda_base: Optional[float] = None
+    lambda_expert: Optional[float] = None
+    temperature: Optional[float] = None
     epochs_base: Optional[int] = None         # None: the preset's (paper: 200 / 200 / 300)
     epochs_expert: Optional[int] = None
     epochs_student: Optional[int] = None
@@ -100,18 +101,12 @@ class TrainingPlan(_JsonPlan):
         return self
 
     def dnd_config(self, method: str):
-        cfg = preset_config(self.preset, model=method, n_clusters=self.n_clusters, lambda_base=self.lambda_base,
-                            lambda_expert=self.lambda_expert, seed=self.seed)
-        if self.temperature is not None:
-            cfg.temperature = float(self.temperature)
-        for part, epochs in (("base", self.epochs_base), ("expert", self.epochs_expert),
-                             ("student", self.epochs_student)):
-            tc = getattr(cfg, part)
-            if epochs is not None:
-                tc.epochs = int(epochs)
-            tc.device = self.device
-            tc.seed = self.seed
-        return cfg.validate()
+        """The preset's settings with what this plan sets on top, by the CLI's rule (``apply_overrides``)."""
+        return apply_overrides(preset_config(self.preset, model=method), {
+            "n_clusters": self.n_clusters, "lambda_base": self.lambda_base, "lambda_expert": self.lambda_expert,
+            "temperature": None if self.temperature is None else float(self.temperature),
+            "base.epochs": self.epochs_base, "expert.epochs": self.epochs_expert,
+            "student.epochs": self.epochs_student, "seed": self.seed, "device": self.device})
 
     def run_dir(self, project: Project, method: str) -> Path:
         return project.runs_root() / self.name / method
@@ -166,7 +161,7 @@ def estimate_work(project: Project, extraction: Optional[ExtractionPlan], traini
             patches += _grid_upper_bound(slides[sid], extraction)
     cfgs = [training.dnd_config(m) for m in training.methods]
     runs = len(training.methods) * training.folds
-    trainings = runs * (2 + training.n_clusters)
+    trainings = training.folds * sum(2 + c.n_clusters for c in cfgs)
     epochs = sum(training.folds * (c.base.epochs + c.n_clusters * c.expert.epochs + c.student.epochs) for c in cfgs)
     return WorkEstimate(len(ids), patches, exact, todo, runs, trainings, epochs, notes)
 
