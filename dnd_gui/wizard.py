@@ -33,7 +33,7 @@ from dnd_engine.features.registry import get_spec, list_extractors
 from dnd_engine.features.weights import locate_weights
 from dnd_engine.models import model_names
 from dnd_engine.project import (ExtractionPlan, Project, TrainingPlan, WorkEstimate, check_weights,
-                                estimate_work)
+                                estimate_work, plan_warnings)
 from dnd_engine.project.manifest import LABELS
 from dnd_engine.slides.slide import slide_id
 
@@ -882,13 +882,8 @@ class ModelPage(QWizardPage):
         if slow:
             out.append(f"{' and '.join(slow)} train{'s' if len(slow) == 1 else ''} markedly slower than ABMIL")
         wiz = self.wizard()
-        table = wiz.data_page.table if isinstance(wiz, TrainingWizard) else None
-        if table is not None and table.splits is None and len(table):
-            k = self.folds_spin.value()
-            n_train = int(len(table) * (k - 1) / k * 0.9)
-            if n_train < self.clusters_spin.value():
-                out.append(f"each fold trains on about {n_train} slides, fewer than the {self.clusters_spin.value()}"
-                           " clusters: lower C or use more slides")
+        if isinstance(wiz, TrainingWizard):
+            out += plan_warnings(wiz.data_page.table, self.plan())   # the engine's cohort checks
         return out
 
     def _changed(self, *_) -> None:
@@ -936,6 +931,8 @@ class ReviewPage(QWizardPage):
         self.summary = QTextBrowser()
         self.summary.setOpenLinks(False)
         self.summary.setToolTip("Every setting of this launch")
+        self.warnings_label = _note(AMBER)
+        self.warnings_label.setToolTip("The run will train, but these numbers will be noise")
         self.problems_label = _note(RED)
         self.problems_label.setToolTip("What must be fixed (go Back) before launching")
         self.error_label = _note(RED)
@@ -943,6 +940,7 @@ class ReviewPage(QWizardPage):
         lay = QVBoxLayout(self)
         lay.addWidget(self.estimate_label)
         lay.addWidget(self.summary, 1)
+        lay.addWidget(self.warnings_label)
         lay.addWidget(self.problems_label)
         lay.addWidget(self.error_label)
 
@@ -981,6 +979,9 @@ class ReviewPage(QWizardPage):
         else:
             self.estimate_label.setText("<b>Work:</b> cannot be estimated until the problems below are fixed")
         self.summary.setHtml(wiz.summary_html())
+        warnings = self.estimate.warnings if self.estimate is not None else []
+        self.warnings_label.setText(_bullets(warnings))
+        self.warnings_label.setVisible(bool(warnings))
         self.problems_label.setText(_bullets(problems))
         self.problems_label.setVisible(bool(problems))
         self.completeChanged.emit()

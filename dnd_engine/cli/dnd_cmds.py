@@ -109,6 +109,9 @@ def run_train_dnd(args, method: str, model_options: dict) -> int:
     finally:
         bar.close()
     print(format_dnd_table(res))
+    from ..dnd.cohort_checks import run_warnings
+    for w in run_warnings(res.out_dir):
+        print(f"warning: {w}")
     print(f"run folder: {res.out_dir}")
     print(f"deployable model: {res.model_path} (student of fold {res.summary['deployed_fold']})")
     return 0

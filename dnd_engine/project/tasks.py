@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ..bags import find_bags
+from ..bags.labels import LabelTable
 from ..bags.store import bag_info
+from ..dnd.cohort_checks import cohort_warnings
 from ..dnd.crossval import CVSettings, DnDCVResult, run_dnd_cv
 from ..dnd.presets import PRESETS, apply_overrides, preset_config
 from ..errors import DnDError
@@ -123,6 +125,7 @@ class WorkEstimate:
     trainings: int              # models trained: per run a base, C experts and a student
     epochs: int                 # summed over every model trained
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)   # the cohort is too small for the plan (plan_warnings)
 
     def lines(self) -> List[str]:
         pat = f"{self.patches:,}" if self.patches_exact else f"up to {self.patches:,}"
@@ -163,7 +166,27 @@ def estimate_work(project: Project, extraction: Optional[ExtractionPlan], traini
     runs = len(training.methods) * training.folds
     trainings = training.folds * sum(2 + c.n_clusters for c in cfgs)
     epochs = sum(training.folds * (c.base.epochs + c.n_clusters * c.expert.epochs + c.student.epochs) for c in cfgs)
-    return WorkEstimate(len(ids), patches, exact, todo, runs, trainings, epochs, notes)
+    return WorkEstimate(len(ids), patches, exact, todo, runs, trainings, epochs, notes,
+                        plan_warnings(table, training))
+
+
+def plan_warnings(table: Optional[LabelTable], training: TrainingPlan) -> List[str]:
+    """The cohort checks (``cohort_checks``) for this labels table and plan: warnings, not problems (the run
+    still trains), shown by the wizard before launch. The largest C of the plan's methods is the one checked."""
+    if table is None or not len(table):
+        return []
+    try:
+        n_clusters = max(training.dnd_config(m).n_clusters for m in (training.methods or ["abmil"]))
+    except DnDError:
+        return []
+    train_counts = n_test = None
+    if table.splits is not None:
+        train_counts = {c: 0 for c in table.classes}
+        for label, split in zip(table.labels, table.splits):
+            if split == "train":
+                train_counts[label] += 1
+        n_test = sum(s == "test" for s in table.splits)
+    return cohort_warnings(table.counts(), n_clusters, training.folds, CVSettings().val_frac, train_counts, n_test)
 
 
 def _grid_upper_bound(path: Path, plan: ExtractionPlan) -> int:
@@ -252,5 +275,5 @@ def run_training(project: Project, plan: TrainingPlan, method: str, *, progress:
     return result
 
 
-__all__ = ["ExtractionPlan", "TrainingPlan", "WorkEstimate", "check_weights", "estimate_work", "run_extraction",
-           "run_training"]
+__all__ = ["ExtractionPlan", "TrainingPlan", "WorkEstimate", "check_weights", "estimate_work", "plan_warnings",
+           "run_extraction", "run_training"]
