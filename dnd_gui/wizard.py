@@ -531,7 +531,8 @@ class PreprocessPage(QWizardPage):
              "The patch encoder. stain_stats needs no weights (a quick, offline choice); resnet50_trunc is "
              "CLAM's ImageNet ResNet-50 and uni_v1 the UNI pathology foundation model; both need their weights "
              "file on this machine (nothing is downloaded).")
-        self.extractor_info = QLabel()   # explicit lines, unwrapped: a wrapped label in a form reserves gaps
+        # explicit short lines, unwrapped (a wrapped label in a form reserves gaps); one long line was cut off
+        self.extractor_info = QLabel()
         self.extractor_info.setToolTip("What the chosen extractor is")
         form.addRow("", self.extractor_info)
 
@@ -605,7 +606,7 @@ class PreprocessPage(QWizardPage):
         name = self.extractor()
         spec = get_spec(name)
         found = located_weights(name)
-        info = f"{spec.description}; {spec.dim}-d features."
+        info = f"{spec.description}.\n{spec.dim}-d features."
         if not spec.needs_weights:
             info += " No weights file needed."
             others = [n for n in list_extractors() if get_spec(n).needs_weights and located_weights(n) is None]
