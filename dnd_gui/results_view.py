@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFram
                                QLabel, QPushButton, QSizePolicy, QSplitter, QStackedWidget, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from dnd_engine.dnd.cohort_checks import run_warnings
 from dnd_engine.dnd.results import (ARM_NAMES, ARMS, ClusterProjection, ComparisonRow, DnDRun, RocCurve,
                                     cluster_projection, comparison_rows, confusion, format_diff, format_mean_std,
                                     load_run, roc_curves)
@@ -62,6 +63,7 @@ class RunResults:
     confusion: Dict[str, np.ndarray]
     projections: Dict[int, ClusterProjection] = field(default_factory=dict)
     projection_errors: Dict[int, str] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)   # the engine's cohort checks (run_warnings)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -83,6 +85,7 @@ def compute_results(paths: Sequence[str | Path]) -> tuple[List[RunResults], List
         except Exception as e:  # a damaged file must not take the page down: say which folder and why
             problems.append(f"{Path(path).name}: unexpected error ({type(e).__name__}: {_one_line(e)})")
             continue
+        res.warnings = run_warnings(run.path)
         for fold in run.cluster_folds():
             try:
                 res.projections[fold] = cluster_projection(run, fold)
@@ -231,6 +234,12 @@ class ResultsView(QWidget):
         self.model_button.clicked.connect(self._on_model_button)
         bar.addWidget(self.model_button)
         lay.addLayout(bar)
+        self.warnings_label = QLabel("")    # the engine's warnings about this run's cohort and clusters
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.setStyleSheet("color: #c77700;")
+        self.warnings_label.setToolTip("Checks made when the clusters were formed: numbers they flag are noise")
+        self.warnings_label.hide()
+        lay.addWidget(self.warnings_label)
 
         # wide: ROC | confusion | clusters in one row; narrow: the cluster explorer in a second row (see resizeEvent)
         self._rows = QSplitter(Qt.Orientation.Vertical, page)
@@ -508,6 +517,8 @@ class ResultsView(QWidget):
         has_model = run.model_path.is_file()
         self.model_button.setEnabled(has_model)
         self.model_button.setToolTip(str(run.model_path) if has_model else "this run has no model.safetensors")
+        self.warnings_label.setText("\n".join(f"\u26a0 {w}" for w in res.warnings))
+        self.warnings_label.setVisible(bool(res.warnings))
         self._show_roc(res)
         self._show_confusion()
         self.fold_combo.blockSignals(True)

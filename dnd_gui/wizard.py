@@ -33,7 +33,7 @@ from dnd_engine.features.registry import get_spec, list_extractors
 from dnd_engine.features.weights import locate_weights
 from dnd_engine.models import model_names
 from dnd_engine.project import (ExtractionPlan, Project, TrainingPlan, WorkEstimate, check_weights,
-                                estimate_work)
+                                estimate_work, plan_warnings)
 from dnd_engine.project.manifest import LABELS
 from dnd_engine.slides.slide import slide_id
 
@@ -531,7 +531,8 @@ class PreprocessPage(QWizardPage):
              "The patch encoder. stain_stats needs no weights (a quick, offline choice); resnet50_trunc is "
              "CLAM's ImageNet ResNet-50 and uni_v1 the UNI pathology foundation model; both need their weights "
              "file on this machine (nothing is downloaded).")
-        self.extractor_info = QLabel()   # explicit lines, unwrapped: a wrapped label in a form reserves gaps
+        # explicit short lines, unwrapped (a wrapped label in a form reserves gaps); one long line was cut off
+        self.extractor_info = QLabel()
         self.extractor_info.setToolTip("What the chosen extractor is")
         form.addRow("", self.extractor_info)
 
@@ -605,7 +606,7 @@ class PreprocessPage(QWizardPage):
         name = self.extractor()
         spec = get_spec(name)
         found = located_weights(name)
-        info = f"{spec.description}; {spec.dim}-d features."
+        info = f"{spec.description}.\n{spec.dim}-d features."
         if not spec.needs_weights:
             info += " No weights file needed."
             others = [n for n in list_extractors() if get_spec(n).needs_weights and located_weights(n) is None]
@@ -724,14 +725,15 @@ class ModelPage(QWizardPage):
         _row(left, "Clusters (C)", self.clusters_spin,
              "How many groups the training slides are divided into, one expert each. Set to the preset's when "
              "the preset changes (paper 3, authors' code 5).")
-        self.lambda_base_spin = self._double(0.0, 100.0, 0.1, defaults.lambda_base)
+        preset = preset_config(defaults.preset)
+        self.lambda_base_spin = self._double(0.0, 100.0, 0.1, preset.lambda_base)
         _row(left, "λ base", self.lambda_base_spin,
-             f"Weight of the distillation loss from the base model (default {defaults.lambda_base:g}, both "
+             f"Weight of the distillation loss from the base model (default {preset.lambda_base:g}, both "
              "presets)")
-        self.lambda_expert_spin = self._double(0.0, 100.0, 0.1, defaults.lambda_expert)
+        self.lambda_expert_spin = self._double(0.0, 100.0, 0.1, preset.lambda_expert)
         _row(left, "λ experts", self.lambda_expert_spin,
              f"Weight of the distillation loss from the experts, averaged over them (default "
-             f"{defaults.lambda_expert:g}, both presets)")
+             f"{preset.lambda_expert:g}, both presets)")
         self.temperature_spin = self._double(0.0, 100.0, 0.1, 0.0)
         _row(left, "Temperature", self.temperature_spin,
              "Softmax temperature of distillation. At the lowest value it shows, and uses, the preset's "
@@ -846,12 +848,16 @@ class ModelPage(QWizardPage):
         return self.device_combo.currentData()
 
     def plan(self) -> TrainingPlan:
+        """Only what the user changed: a box still at the preset's value leaves the plan's None (the preset's)."""
         def opt(spin):
             return spin.value() or None
+        cfg = preset_config(self.preset())
+        def changed(value, preset_value):
+            return None if value == preset_value else value
         return TrainingPlan(name=self.name_edit.text().strip(), methods=self.methods(), preset=self.preset(),
-                            n_clusters=int(self.clusters_spin.value()),
-                            lambda_base=float(self.lambda_base_spin.value()),
-                            lambda_expert=float(self.lambda_expert_spin.value()),
+                            n_clusters=changed(int(self.clusters_spin.value()), cfg.n_clusters),
+                            lambda_base=changed(float(self.lambda_base_spin.value()), cfg.lambda_base),
+                            lambda_expert=changed(float(self.lambda_expert_spin.value()), cfg.lambda_expert),
                             temperature=(float(self.temperature_spin.value()) or None),
                             epochs_base=opt(self.epochs_base_spin), epochs_expert=opt(self.epochs_expert_spin),
                             epochs_student=opt(self.epochs_student_spin), folds=int(self.folds_spin.value()),
@@ -877,13 +883,8 @@ class ModelPage(QWizardPage):
         if slow:
             out.append(f"{' and '.join(slow)} train{'s' if len(slow) == 1 else ''} markedly slower than ABMIL")
         wiz = self.wizard()
-        table = wiz.data_page.table if isinstance(wiz, TrainingWizard) else None
-        if table is not None and table.splits is None and len(table):
-            k = self.folds_spin.value()
-            n_train = int(len(table) * (k - 1) / k * 0.9)
-            if n_train < self.clusters_spin.value():
-                out.append(f"each fold trains on about {n_train} slides, fewer than the {self.clusters_spin.value()}"
-                           " clusters: lower C or use more slides")
+        if isinstance(wiz, TrainingWizard):
+            out += plan_warnings(wiz.data_page.table, self.plan())   # the engine's cohort checks
         return out
 
     def _changed(self, *_) -> None:
@@ -931,6 +932,8 @@ class ReviewPage(QWizardPage):
         self.summary = QTextBrowser()
         self.summary.setOpenLinks(False)
         self.summary.setToolTip("Every setting of this launch")
+        self.warnings_label = _note(AMBER)
+        self.warnings_label.setToolTip("The run will train, but these numbers will be noise")
         self.problems_label = _note(RED)
         self.problems_label.setToolTip("What must be fixed (go Back) before launching")
         self.error_label = _note(RED)
@@ -938,6 +941,7 @@ class ReviewPage(QWizardPage):
         lay = QVBoxLayout(self)
         lay.addWidget(self.estimate_label)
         lay.addWidget(self.summary, 1)
+        lay.addWidget(self.warnings_label)
         lay.addWidget(self.problems_label)
         lay.addWidget(self.error_label)
 
@@ -976,6 +980,9 @@ class ReviewPage(QWizardPage):
         else:
             self.estimate_label.setText("<b>Work:</b> cannot be estimated until the problems below are fixed")
         self.summary.setHtml(wiz.summary_html())
+        warnings = self.estimate.warnings if self.estimate is not None else []
+        self.warnings_label.setText(_bullets(warnings))
+        self.warnings_label.setVisible(bool(warnings))
         self.problems_label.setText(_bullets(problems))
         self.problems_label.setVisible(bool(problems))
         self.completeChanged.emit()
@@ -1065,8 +1072,9 @@ class TrainingWizard(QWizard):
         if cfg is not None:
             def mark(value, own):
                 return f"{value}" + ("" if own is not None else " (preset)")
-            rows += [("Clusters (C)", str(training.n_clusters)),
-                     ("λ base / λ experts", f"{training.lambda_base:g} / {training.lambda_expert:g}"),
+            rows += [("Clusters (C)", mark(cfg.n_clusters, training.n_clusters)),
+                     ("λ base / λ experts", f"{mark(f'{cfg.lambda_base:g}', training.lambda_base)} / "
+                                            f"{mark(f'{cfg.lambda_expert:g}', training.lambda_expert)}"),
                      ("Temperature", mark(f"{cfg.temperature:g}", training.temperature)),
                      ("Epochs base / experts / student",
                       f"{mark(cfg.base.epochs, training.epochs_base)} / "

@@ -345,3 +345,70 @@ def test_wizard_failed_launch_leaves_project_as_it_was(qtbot, wizard, bag_cohort
     assert (project.features, project.labels_source) == (before.features, before.labels_source)
     assert project.labels_path.read_text() == old_csv.read_text()
     assert Project.open(project.root) == before
+
+
+def _cut_off(page) -> list:
+    """Visible one-line labels and buttons narrower than their text (Qt elides or clips them)."""
+    from PySide6.QtWidgets import QAbstractButton, QLabel
+    out = []
+    for w in page.findChildren(QLabel) + page.findChildren(QAbstractButton):
+        if w.isVisible() and w.text() and not (isinstance(w, QLabel) and w.wordWrap()) \
+                and w.sizeHint().width() > w.width() + 1:
+            out.append(w.text())
+    return out
+
+
+def test_wizard_text_fits_on_every_page_at_its_smallest_size(qtbot, wizard, slide_cohort):
+    """The Preprocessing page cut its extractor line off ("No weights file r…") at the wizard's default size."""
+    slides, labels = slide_cohort
+    wiz = wizard
+    wiz.resize(wiz.minimumSize())
+    set_data(wiz, DataPage.MODE_SLIDES, slides, labels)
+    qtbot.wait(20)
+    assert _cut_off(wiz.currentPage()) == []
+    wiz.next()
+    p = wiz.preprocess_page
+    for i in range(p.extractor_combo.count()):
+        p.extractor_combo.setCurrentIndex(i)
+        qtbot.wait(20)
+        assert _cut_off(p) == [], p.extractor()
+    wiz.next()
+    m = wiz.model_page
+    m.folds_spin.setValue(3)
+    for i in range(m.preset_combo.count()):
+        m.preset_combo.setCurrentIndex(i)
+        qtbot.wait(20)
+        assert _cut_off(m) == [], m.preset()
+    wiz.next()
+    qtbot.wait(20)
+    assert wiz.currentId() == PAGE_REVIEW and _cut_off(wiz.review_page) == []
+
+
+def test_wizard_leaves_unchanged_values_to_the_preset_and_warns_on_tiny_cohorts(qtbot, wizard, bag_cohort):
+    feats, labels, _, _ = bag_cohort
+    wiz = wizard
+    set_data(wiz, DataPage.MODE_FEATURES, feats, labels)
+    wiz.next()
+    m = wiz.model_page
+    m.preset_combo.setCurrentIndex(m.preset_combo.findData("authors-code"))
+    assert m.clusters_spin.value() == 5                  # shown: the preset's value
+    plan = m.plan()
+    assert plan.n_clusters is None and plan.lambda_base is None and plan.dnd_config("abmil").n_clusters == 5
+    # 12 slides, 5 folds: the engine's cohort check says why C = 5 is too many, before anything trains
+    assert m.isComplete() and "12 slides are too few for 5 clusters" in m.notes_label.text()
+    assert m.notes_label.isVisible()
+    m.clusters_spin.setValue(2)
+    assert m.plan().n_clusters == 2
+    wiz.next()
+    r = wiz.review_page
+    assert r.isComplete() and r.warnings_label.isVisible()
+    assert "its accuracy and the D&D gain are noise" in r.warnings_label.text()
+    assert "Clusters (C)" in r.summary.toPlainText() and "2" in r.summary.toPlainText()
+    shots = os.environ.get("DND_SHOTS_DIR")
+    if shots:
+        wiz.resize(1366, 768)
+        qtbot.wait(50)
+        wiz.grab().save(os.path.join(shots, "i19-D-wizard-review-warning.png"))
+        wiz.back()
+        qtbot.wait(50)
+        wiz.grab().save(os.path.join(shots, "i19-D-wizard-model-warning.png"))

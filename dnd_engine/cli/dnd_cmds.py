@@ -40,42 +40,29 @@ def add_dnd_options(p, *, for_train: bool) -> None:
 
 
 def dnd_config_from_args(args, method: str, model_options: dict):
-    """The preset's config for ``method`` with every option the user gave applied on top."""
+    """The preset's config for ``method`` with every option the user gave applied on top.
+
+    The same rule as the app's ``TrainingPlan.dnd_config`` (``apply_overrides``): an option left out (None) is
+    the preset's value."""
     from ..dnd import preset_config
-    cfg = preset_config(args.preset, method)
-    cfg.model_options.update(model_options)
-    for attr, opt in (("n_clusters", "clusters"), ("cluster_on", "cluster_on"), ("constrained", "constrained"),
-                      ("size_slack", "size_slack"), ("expert_init", "expert_init"), ("student_init", "student_init"),
-                      ("temperature", "temperature"), ("lambda_base", "lambda_base"),
-                      ("lambda_expert", "lambda_expert")):
-        v = getattr(args, opt, None)
-        if v is not None:
-            setattr(cfg, attr, v)
-    if args.legacy_random_partition:
-        cfg.legacy_random_partition = True
-    # the plain-training options of `dnd train` (None unless given) set base and experts
-    for part in (cfg.base, cfg.expert):
-        for attr, opt in (("epochs", "epochs"), ("optimizer", "optimizer"), ("lr", "lr"),
-                          ("weight_decay", "weight_decay"), ("selection", "selection"), ("patience", "patience")):
-            v = getattr(args, opt, None)
-            if v is not None:
-                setattr(part, attr, v)
-    for part, opt in ((cfg.base, "base_epochs"), (cfg.expert, "expert_epochs"), (cfg.student, "student_epochs")):
-        if getattr(args, opt, None) is not None:
-            part.epochs = getattr(args, opt)
-    if args.student_optimizer is not None:
-        cfg.student.optimizer = args.student_optimizer
-    if args.student_lr is not None:
-        cfg.student.lr = args.student_lr
-    for part in (cfg.base, cfg.expert, cfg.student):
-        part.device = args.device
-        part.seed = args.seed
-        if getattr(args, "weighted_ce", False) and part is not cfg.student:
-            part.weighted_ce = True
-        if getattr(args, "weighted_sampling", False) and part is not cfg.expert:
-            part.weighted_sampling = True
-    cfg.seed = args.seed
-    return cfg.validate()
+    from ..dnd.presets import apply_overrides
+    given = {attr: getattr(args, opt, None) for attr, opt in (
+        ("n_clusters", "clusters"), ("cluster_on", "cluster_on"), ("constrained", "constrained"),
+        ("size_slack", "size_slack"), ("expert_init", "expert_init"), ("student_init", "student_init"),
+        ("temperature", "temperature"), ("lambda_base", "lambda_base"), ("lambda_expert", "lambda_expert"),
+        # the plain-training options of `dnd train` set base and experts
+        ("epochs", "epochs"), ("optimizer", "optimizer"), ("lr", "lr"), ("weight_decay", "weight_decay"),
+        ("selection", "selection"), ("patience", "patience"),
+        ("base.epochs", "base_epochs"), ("expert.epochs", "expert_epochs"), ("student.epochs", "student_epochs"),
+        ("student.optimizer", "student_optimizer"), ("student.lr", "student_lr"),
+        ("seed", "seed"), ("device", "device"))}
+    given["legacy_random_partition"] = True if getattr(args, "legacy_random_partition", False) else None
+    if getattr(args, "weighted_ce", False):
+        given["base.weighted_ce"] = given["expert.weighted_ce"] = True
+    if getattr(args, "weighted_sampling", False):
+        given["base.weighted_sampling"] = given["student.weighted_sampling"] = True
+    given["model_options"] = model_options
+    return apply_overrides(preset_config(args.preset, method), given)
 
 
 class ProgressBar:
@@ -122,6 +109,9 @@ def run_train_dnd(args, method: str, model_options: dict) -> int:
     finally:
         bar.close()
     print(format_dnd_table(res))
+    from ..dnd.cohort_checks import run_warnings
+    for w in run_warnings(res.out_dir):
+        print(f"warning: {w}")
     print(f"run folder: {res.out_dir}")
     print(f"deployable model: {res.model_path} (student of fold {res.summary['deployed_fold']})")
     return 0

@@ -34,7 +34,8 @@ def add_train(sub) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd has momentum 0.9 (default sgd)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
     p.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 1e-5)")
-    p.add_argument("--dropout", type=float, default=0.25)
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout of the model (default 0.25; D&D: the preset's, 0.25 in both)")
     p.add_argument("--gated", action="store_true", help="ABMIL: gated attention (Ilse et al.)")
     p.add_argument("--rate", type=int, default=None, help="MambaMIL: SRMamba rate (default 10, as D&D)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -65,18 +66,26 @@ def _parse_options(items) -> dict:
     return out
 
 
-def cmd_train(args) -> int:
-    from ..training import CVConfig, TrainConfig, run_cross_validation
+def model_options_from_args(args) -> dict:
+    """The model options the user gave (--option, --dropout, --gated, --rate); the rest are the defaults'."""
     opts = _parse_options(args.option)
-    opts.setdefault("dropout", args.dropout)
-    name = args.model
+    if args.dropout is not None:
+        opts.setdefault("dropout", args.dropout)
     if args.gated:
         opts["gated"] = True
     if args.rate is not None:
         opts["rate"] = args.rate
+    return opts
+
+
+def cmd_train(args) -> int:
+    from ..training import CVConfig, TrainConfig, run_cross_validation
+    opts = model_options_from_args(args)
+    name = args.model
     if args.preset:
         from .dnd_cmds import run_train_dnd
         return run_train_dnd(args, name, opts)
+    opts.setdefault("dropout", 0.25)
     given = {k: getattr(args, k) for k in ("epochs", "optimizer", "lr", "weight_decay", "selection")
              if getattr(args, k) is not None}
     tcfg = TrainConfig(**given, patience=args.patience, seed=args.seed, device=args.device,

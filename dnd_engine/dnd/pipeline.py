@@ -4,7 +4,7 @@ Layout of a D&D run folder::
 
     dnd_config.json                     the settings; a different setting in the same folder is refused
     base/                               stage 1: trainer folder (best/last weights, metrics.jsonl, state.json)
-    clusters/clusters.json, .csv        stage 2: slide id → cluster, centres, sizes, method
+    clusters/clusters.json, .csv        stage 2: slide id → cluster, centres, sizes, method, warnings
     clusters/representations.safetensors   the clustered vectors, keyed by slide id (for the cluster explorer)
     experts/expert_{c}/                 stage 3: one trainer folder per cluster
     student/teacher_logits.safetensors  stage 4: cached soft targets (row 0 base, rows 1.. experts)
@@ -34,6 +34,7 @@ from ..progress import CancelFn, ProgressFn, check_cancelled
 from ..training.trainer import TrainResult, train_model
 from .clustering import (Clustering, cluster_label_counts, fit_clusters, legacy_random_partition,
                          slide_representations)
+from .cohort_checks import cluster_warnings
 from .distill import DistillLoss, load_teacher_logits, save_teacher_logits, teacher_logits
 from .presets import DnDConfig
 
@@ -120,6 +121,8 @@ def run_dnd(train_ds: BagDataset, val_ds: Optional[BagDataset], cfg: DnDConfig, 
     sizes = clustering.sizes()
     counts = cluster_label_counts(clustering, train_ds)
     say("  cluster sizes " + ", ".join(f"{c}: {s} ({counts[c]})" for c, s in enumerate(sizes)))
+    for w in clustering.extra.get("warnings") or cluster_warnings(counts):
+        say(f"  warning: {w['text']}")
 
     # 3. experts ------------------------------------------------------------------------------------------------
     experts: List[MILModel] = []
@@ -170,6 +173,8 @@ def _cluster_stage(base: MILModel, train_ds: BagDataset, cfg: DnDConfig, folder:
                               size_max=hi, seed=cfg.seed, input_name=cfg.cluster_on)
     if cfg.legacy_random_partition:
         clustering = legacy_random_partition(clustering, seed=cfg.seed)
+    # saved with the clusters, so `dnd train`, the Results page and a later reader see what they mean
+    clustering.extra["warnings"] = cluster_warnings(cluster_label_counts(clustering, train_ds))
     if folder is not None:
         from safetensors.torch import save_file
         ensure_dir(folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from ..errors import DnDError
 from ..training.trainer import TrainConfig
@@ -183,6 +183,53 @@ def preset_config(name: str = "paper", model: str = "abmil", **overrides) -> DnD
     return cfg.validate()
 
 
+#: settings of the three trainings; a key "base.epochs" sets one, a bare "epochs" sets base and experts (as the
+#: plain-training options of `dnd train` do), "seed" and "device" set every part
+_TRAIN_PARTS = ("base", "expert", "student")
+_BASE_AND_EXPERT = ("epochs", "optimizer", "lr", "weight_decay", "selection", "patience")
+
+
+def apply_overrides(cfg: DnDConfig, given: Optional[Mapping[str, object]] = None, **more) -> DnDConfig:
+    """``cfg`` (a preset's settings) with what the user gave set on top: the one rule of the CLI and the app.
+
+    A value of None means "not given": the preset's value stays, as scikit-learn keeps an estimator's parameters
+    as given and resolves defaults when it runs. So `dnd train --preset authors-code` and the app's plan for the
+    same preset train with the same C, T, epochs, whatever either of them shows as its own default.
+
+    Keys: a DnDConfig field (``n_clusters``, ``temperature``, ...); ``base.lr`` / ``expert.epochs`` /
+    ``student.optimizer`` for one training; ``epochs`` / ``optimizer`` / ``lr`` / ``weight_decay`` / ``selection``
+    / ``patience`` for base and experts together (``base.epochs`` wins over ``epochs``); ``seed`` and ``device``
+    for everything; ``model_options`` (a dict) is merged into the preset's. An unknown key is refused in one line.
+    """
+    cfg = copy.deepcopy(cfg)
+    items = dict(given or {}, **more)
+    top = {f.name for f in fields(DnDConfig)} - set(_TRAIN_PARTS) - {"model_options", "seed"}
+    part_fields = {f.name for f in fields(TrainConfig)}
+    for key, value in sorted(items.items(), key=lambda kv: "." in kv[0]):   # one training's key wins
+        if value is None:
+            continue
+        if key == "model_options":
+            cfg.model_options.update(copy.deepcopy(dict(value)))
+        elif key == "seed":
+            cfg.seed = int(value)
+            for part in _TRAIN_PARTS:
+                getattr(cfg, part).seed = int(value)
+        elif key == "device":
+            for part in _TRAIN_PARTS:
+                getattr(cfg, part).device = value
+        elif key in _BASE_AND_EXPERT:
+            for part in ("base", "expert"):
+                setattr(getattr(cfg, part), key, value)
+        elif "." in key and key.split(".", 1)[0] in _TRAIN_PARTS and key.split(".", 1)[1] in part_fields:
+            part, attr = key.split(".", 1)
+            setattr(getattr(cfg, part), attr, copy.deepcopy(value))
+        elif key in top:
+            setattr(cfg, key, copy.deepcopy(value))
+        else:
+            raise DnDError(f"unknown D&D setting {key!r}")
+    return cfg.validate()
+
+
 def describe_preset(name: str) -> List[Tuple[str, object, str]]:
     """(setting, value, source) rows, for ``--help`` and the README."""
     if name not in PRESETS:
@@ -190,4 +237,5 @@ def describe_preset(name: str) -> List[Tuple[str, object, str]]:
     return [(k, v, src) for k, (v, src) in _PRESET_TABLE[name].items()]
 
 
-__all__ = ["CLUSTER_INPUTS", "DnDConfig", "INITS", "PRESETS", "SOURCES", "describe_preset", "preset_config"]
+__all__ = ["CLUSTER_INPUTS", "DnDConfig", "INITS", "PRESETS", "SOURCES", "apply_overrides", "describe_preset",
+           "preset_config"]

@@ -2,8 +2,8 @@
 
 from .jobs import JobBook, JobRecord
 from .manifest import MANIFEST, Project, ProjectError
-from .tasks import (ExtractionPlan, TrainingPlan, WorkEstimate, check_weights, estimate_work, run_extraction,
-                    run_training)
+from .tasks import (ExtractionPlan, TrainingPlan, WorkEstimate, check_weights, estimate_work, plan_warnings,
+                    run_extraction, run_training)
 
 __all__ = ["ExtractionPlan", "JobBook", "JobRecord", "MANIFEST", "Project", "ProjectError", "TrainingPlan",
-           "WorkEstimate", "check_weights", "estimate_work", "run_extraction", "run_training"]
+           "WorkEstimate", "check_weights", "estimate_work", "plan_warnings", "run_extraction", "run_training"]

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ..bags import find_bags
+from ..bags.labels import LabelTable
 from ..bags.store import bag_info
+from ..dnd.cohort_checks import cohort_warnings
 from ..dnd.crossval import CVSettings, DnDCVResult, run_dnd_cv
-from ..dnd.presets import PRESETS, preset_config
+from ..dnd.presets import PRESETS, apply_overrides, preset_config
 from ..errors import DnDError
 from ..features.extract import ExtractConfig, extract_cohort, feature_dir_for
 from ..features.registry import get_spec, list_extractors
@@ -72,10 +74,11 @@ class TrainingPlan(_JsonPlan):
     name: str = "run"
     methods: List[str] = field(default_factory=lambda: ["abmil"])
     preset: str = "paper"
-    n_clusters: int = 3
-    lambda_base: float = 1.0
-    lambda_expert: float = 1.0
-    temperature: Optional[float] = None       # None: the preset's
+    # None: the preset's value (paper C = 3, authors-code C = 5), the rule `dnd train --preset` follows too
+    n_clusters: Optional[int] = None
+    lambda_base: Optional[float] = None
+    lambda_expert: Optional[float] = None
+    temperature: Optional[float] = None
     epochs_base: Optional[int] = None         # None: the preset's (paper: 200 / 200 / 300)
     epochs_expert: Optional[int] = None
     epochs_student: Optional[int] = None
@@ -100,18 +103,12 @@ class TrainingPlan(_JsonPlan):
         return self
 
     def dnd_config(self, method: str):
-        cfg = preset_config(self.preset, model=method, n_clusters=self.n_clusters, lambda_base=self.lambda_base,
-                            lambda_expert=self.lambda_expert, seed=self.seed)
-        if self.temperature is not None:
-            cfg.temperature = float(self.temperature)
-        for part, epochs in (("base", self.epochs_base), ("expert", self.epochs_expert),
-                             ("student", self.epochs_student)):
-            tc = getattr(cfg, part)
-            if epochs is not None:
-                tc.epochs = int(epochs)
-            tc.device = self.device
-            tc.seed = self.seed
-        return cfg.validate()
+        """The preset's settings with what this plan sets on top, by the CLI's rule (``apply_overrides``)."""
+        return apply_overrides(preset_config(self.preset, model=method), {
+            "n_clusters": self.n_clusters, "lambda_base": self.lambda_base, "lambda_expert": self.lambda_expert,
+            "temperature": None if self.temperature is None else float(self.temperature),
+            "base.epochs": self.epochs_base, "expert.epochs": self.epochs_expert,
+            "student.epochs": self.epochs_student, "seed": self.seed, "device": self.device})
 
     def run_dir(self, project: Project, method: str) -> Path:
         return project.runs_root() / self.name / method
@@ -128,6 +125,7 @@ class WorkEstimate:
     trainings: int              # models trained: per run a base, C experts and a student
     epochs: int                 # summed over every model trained
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)   # the cohort is too small for the plan (plan_warnings)
 
     def lines(self) -> List[str]:
         pat = f"{self.patches:,}" if self.patches_exact else f"up to {self.patches:,}"
@@ -169,9 +167,29 @@ def estimate_work(project: Project, extraction: Optional[ExtractionPlan], traini
             patches += _grid_upper_bound(slides[sid], extraction, overrides)
     cfgs = [training.dnd_config(m) for m in training.methods]
     runs = len(training.methods) * training.folds
-    trainings = runs * (2 + training.n_clusters)
+    trainings = training.folds * sum(2 + c.n_clusters for c in cfgs)
     epochs = sum(training.folds * (c.base.epochs + c.n_clusters * c.expert.epochs + c.student.epochs) for c in cfgs)
-    return WorkEstimate(len(ids), patches, exact, todo, runs, trainings, epochs, notes)
+    return WorkEstimate(len(ids), patches, exact, todo, runs, trainings, epochs, notes,
+                        plan_warnings(table, training))
+
+
+def plan_warnings(table: Optional[LabelTable], training: TrainingPlan) -> List[str]:
+    """The cohort checks (``cohort_checks``) for this labels table and plan: warnings, not problems (the run
+    still trains), shown by the wizard before launch. The largest C of the plan's methods is the one checked."""
+    if table is None or not len(table):
+        return []
+    try:
+        n_clusters = max(training.dnd_config(m).n_clusters for m in (training.methods or ["abmil"]))
+    except DnDError:
+        return []
+    train_counts = n_test = None
+    if table.splits is not None:
+        train_counts = {c: 0 for c in table.classes}
+        for label, split in zip(table.labels, table.splits):
+            if split == "train":
+                train_counts[label] += 1
+        n_test = sum(s == "test" for s in table.splits)
+    return cohort_warnings(table.counts(), n_clusters, training.folds, CVSettings().val_frac, train_counts, n_test)
 
 
 def _grid_upper_bound(path: Path, plan: ExtractionPlan, overrides=None) -> int:
@@ -261,5 +279,5 @@ def run_training(project: Project, plan: TrainingPlan, method: str, *, progress:
     return result
 
 
-__all__ = ["ExtractionPlan", "TrainingPlan", "WorkEstimate", "check_weights", "estimate_work", "run_extraction",
-           "run_training"]
+__all__ = ["ExtractionPlan", "TrainingPlan", "WorkEstimate", "check_weights", "estimate_work", "plan_warnings",
+           "run_extraction", "run_training"]
