@@ -130,8 +130,11 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                    weights: Optional[str] = None, extractor: Optional[str] = None, heatmaps: str = "student",
                    colormap: str = "jet", device: str = "auto", progress: ProgressFn = no_progress,
                    slide_progress: ProgressFn = no_progress, cancelled: Optional[CancelFn] = None,
-                   log=None) -> List[SlidePrediction]:
+                   log=None, mp_context: Optional[str] = None) -> List[SlidePrediction]:
     """Predict every slide; a failing slide is reported (status ``failed``) and the others go on.
+
+    ``mp_context``: how the patch-reading processes start (None: the platform's default); an app passes
+    ``forkserver``: forking a process that runs Qt threads can deadlock the child, and copying it stalls the app.
 
     Writes ``out_dir/predictions.csv``, features under ``out_dir/extraction`` and, per slide,
     ``out_dir/heatmaps/<slide>_<model>_heatmap.png`` / ``.geojson``.
@@ -144,6 +147,8 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     lm = model if isinstance(model, LoadedModel) else load_deployable(model, dev, with_teachers=heatmaps == "all")
     card = lm.card
     cfg, enc = prepare_extractor(lm, weights=weights, device=dev, extractor=extractor, log=say)
+    if mp_context:
+        cfg.mp_context = mp_context
     out = ensure_dir(out_dir)
     results: List[SlidePrediction] = []
     for k, s in enumerate(slides):

@@ -27,6 +27,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from dnd_engine.atomic import write_text_atomic
 from dnd_engine.errors import DnDError
 
+from .background import READER_START
 from .jobs import JobContext, JobFn
 from .viewer.heatmap_layer import MAX_MASK_SIDE
 
@@ -217,7 +218,8 @@ def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path)
                 ctx.progress(base + step, total, f"{prefix}{name}: features {done}/{count} patches")
 
             out = predict_slides(model.loaded, [slide], out_dir, heatmaps=model.heatmaps, device=model.device,
-                                 slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log)
+                                 slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log,
+                                 mp_context=READER_START)
             merge_predictions_csv(out_dir / "predictions.csv", predictions_csv(out, model.class_names))
             results.extend(out)
             for r in out:
