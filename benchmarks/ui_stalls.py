@@ -354,7 +354,8 @@ def main() -> int:
             failed |= over
             print(f"{flow:22s} largest gap {r['max_ms']:7.1f} ms ({r['max_own_ms']:5.1f} ms without run-queue waits)"
                   f"   p99 {r['p99_ms']:6.1f} ms   "
-                  f"{r['ticks']:5d} ticks   UI CPU {r['ui_cpu_s']:.2f} s, at most {r['max_cpu_ms']:.0f} ms between ticks" + ("   ABOVE THE LIMIT" if over else ""),
+                  f"{r['ticks']:5d} ticks   UI CPU {r['ui_cpu_s']:.2f} s, at most {r['max_cpu_ms']:.0f} ms between ticks"
+                  + ("   ABOVE THE LIMIT" if over else ""),
                   flush=True)
             for w in r["why"] if args.why else []:
                 print(f"    stall {w['gap_ms']:.0f} ms, UI thread CPU {w['cpu_ms']:.0f} ms ({w['samples']} samples)")

@@ -8,6 +8,7 @@ The heavy imports (torch, openslide, the engine) are done at start on such a thr
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
 import sys
 import threading
@@ -31,7 +32,24 @@ def lower_this_thread() -> bool:
 
 # How the app starts patch-reading processes: never by ``fork`` (a copy of a process that runs Qt threads can
 # deadlock, and copying a process that holds torch and Qt keeps the GIL, and so the window, for a long moment).
-READER_START = "spawn" if getattr(sys, "frozen", False) else "forkserver"
+# A frozen bundle has no interpreter to start a fork server with; Windows has no fork server.
+READER_START = ("spawn" if getattr(sys, "frozen", False) or "forkserver" not in multiprocessing.get_all_start_methods()
+                else "forkserver")
+
+# What the fork server imports once, so that each reading process it forks starts with them (a process started
+# from a bare server imports torch and the engine again: seconds at the start of every job).
+READER_PRELOAD = ("__main__", "dnd_engine.features.extract")
+
+
+def start_reader_server() -> None:
+    """Start the fork server the reading processes come from, with ``READER_PRELOAD`` imported: at start, in the
+    background, rather than in the first extraction or classification. Does nothing without a fork server."""
+    if READER_START != "forkserver":
+        return
+    from multiprocessing import forkserver
+    forkserver.set_forkserver_preload(list(READER_PRELOAD))   # only counts before the server starts
+    forkserver.ensure_running()
+
 
 GIL_SWITCH_INTERVAL_S = 0.001
 
@@ -43,10 +61,10 @@ def favour_the_ui_thread() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
-# Modules the first slide, classification or training imports on a worker. Importing one holds the GIL for long
-# stretches (a shared library's dlopen and initialisation cannot be interrupted), which froze the event loop for up
-# to half a second in the middle of the first drop-to-classify: imported once at start instead, on a low-priority
-# thread, before the user has done anything. Names that are not installed are skipped.
+# Modules the first slide, classification or training would import on a worker, mid-task. Importing holds the GIL
+# for long stretches (loading and initialising shared libraries; torch imported on a worker kept another thread
+# from running for 0.3-0.7 s on a busy 2-core machine): imported once at start instead, on a low-priority thread,
+# before the user has done anything. Names that are not installed are skipped.
 WARM_MODULES = (
     "numpy", "PIL.Image", "tifffile", "imagecodecs", "openslide", "h5py", "multiprocessing.forkserver",
     "torch", "torch.nn", "torch.optim", "safetensors.torch",
@@ -59,9 +77,10 @@ _warm_lock = threading.Lock()
 _warm_started = False
 
 
-def warm_up_imports(modules: Sequence[str] = WARM_MODULES) -> threading.Event:
-    """Import ``modules`` on a low-priority daemon thread (once per process); the returned event is set when done.
-    Call after the window is shown: its first paint must not wait for torch."""
+def warm_up_imports(modules: Sequence[str] = WARM_MODULES, server: bool = True) -> threading.Event:
+    """Import ``modules`` on a low-priority daemon thread (once per process), then start the readers' fork server
+    (``server``); the returned event is set when done. Call after the window is shown: its first paint must not
+    wait for torch."""
     global _warm_started
     with _warm_lock:
         if _warm_started:
@@ -69,12 +88,17 @@ def warm_up_imports(modules: Sequence[str] = WARM_MODULES) -> threading.Event:
         _warm_started = True
 
     def run() -> None:
-        lower_this_thread()
+        lower_this_thread()   # the server process started from here inherits the lower priority
         try:
             for name in modules:
                 try:
                     importlib.import_module(name)
                 except Exception:  # noqa: BLE001 - optional or broken here: its first real use will say why
+                    pass
+            if server:
+                try:
+                    start_reader_server()
+                except Exception:  # noqa: BLE001 - the first job starts it (and reports a failure) instead
                     pass
         finally:
             _warm_done.set()

@@ -46,11 +46,14 @@ START_SCRIPT = textwrap.dedent("""
     code = app.main(["--no-model", "--screenshot", sys.argv[1]])
     for event in done:
         event.wait(600)
-    print("RESULT " + json.dumps({"code": code, "calls": calls, "first_import": first_import}))
+    from multiprocessing import forkserver
+    server = forkserver._forkserver   # (private: whether the readers' fork server runs, and what it preloaded)
+    print("RESULT " + json.dumps({"code": code, "calls": calls, "first_import": first_import,
+                                  "server": server._forkserver_pid is not None, "preload": server._preload_modules}))
 """)
 
 
-def test_app_imports_the_heavy_modules_at_start_on_a_background_thread(tmp_path):
+def test_app_imports_the_heavy_modules_and_starts_the_fork_server_at_start_in_the_background(tmp_path):
     """openslide, the image codecs, the fork server and the engine's prediction used to be imported by the first
     slide's jobs, holding the GIL for long stretches mid-task: the app imports them once its window is shown, off
     the UI thread."""
@@ -68,11 +71,15 @@ def test_app_imports_the_heavy_modules_at_start_on_a_background_thread(tmp_path)
     first = result["first_import"]   # (torch itself comes with the window's own imports, before it shows)
     assert {"openslide", "dnd_engine.predict"} <= set(first), first
     assert set(first.values()) == {"background"}, first
+    # the fork server the reading processes come from is started too, with the extraction code imported once
+    from dnd_gui.background import READER_START
+    if READER_START == "forkserver":
+        assert result["server"] and "dnd_engine.features.extract" in result["preload"]
 
 
 def test_warm_up_runs_once_and_skips_missing_modules():
     from dnd_gui.background import warm_up_imports
-    first = warm_up_imports(["json", "no_such_module_for_dnd"])
+    first = warm_up_imports(["json", "no_such_module_for_dnd"], server=False)
     assert first.wait(600)
     assert warm_up_imports(["json"]) is first      # once per process
 
