@@ -411,8 +411,9 @@ def test_results_view_stays_responsive_on_a_large_run(qtbot, view, tmp_path, mon
     assert view.table.rowCount() == 2 and len(view.scatter.points()) == 240
     # the heavy part (reading, ROC, PCA of 2 x 5 folds of 240 x 512 representations) ran on a worker
     assert readers and threading.get_ident() not in readers
-    # and the UI thread never worked long between two event-loop turns (reading on it costs it seconds)
-    assert hb.max_cpu_gap_ms < 250, f"the UI thread computed {hb.max_cpu_gap_ms:.0f} ms without a break"
+    # and the UI thread never worked long between two event-loop turns: filling the page costs it ~17 ms of CPU
+    # here, reading the runs on it ~110 ms more (and seconds with scikit-learn's first import)
+    assert hb.max_cpu_gap_ms < 75, f"the UI thread computed {hb.max_cpu_gap_ms:.0f} ms without a break"
     # what the user does next runs on the UI thread: its CPU time per action, with the repaint it causes
     pairs = {"switch run": (lambda: view.run_combo.setCurrentIndex(1), lambda: view.run_combo.setCurrentIndex(0)),
              "switch fold": (lambda: view.fold_combo.setCurrentIndex(3), lambda: view.fold_combo.setCurrentIndex(1)),
