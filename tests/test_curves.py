@@ -283,7 +283,7 @@ def test_curve_stream_of_2000_records_does_not_stall_the_event_loop(qtbot, curve
     print(f"max event-loop gaps {[round(g * 1000) for g in sorted(beat.gaps)[-4:]]} ms over {beat.beats} beats "
           f"(UI-thread CPU at most {beat.max_cpu_gap_ms:.0f} ms between beats); "
           f"{curves.redraws - redraws} redraws for 2000 records")
-    assert beat.beats > 20
+    assert beat.beats > 0   # the heartbeat ran during the flood (how often depends on the machine's load)
     assert streamed_on and threading.get_ident() not in streamed_on   # the epochs came from a worker
     # the UI thread's own work between two event-loop turns, in its CPU time (a loaded machine delays the beats,
     # not this): a redraw per record, or the whole flood delivered at once, would take far longer
