@@ -66,8 +66,11 @@ def favour_the_ui_thread() -> None:
 # from running for 0.3-0.7 s on a busy 2-core machine): imported once at start instead, on a low-priority thread,
 # before the user has done anything. Names that are not installed are skipped.
 WARM_MODULES = (
-    "numpy", "PIL.Image", "tifffile", "imagecodecs", "openslide", "h5py", "multiprocessing.forkserver",
+    "numpy", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin", "tifffile", "imagecodecs", "openslide", "h5py",
+    "multiprocessing.forkserver", "multiprocessing.popen_forkserver", "torch.utils.data",
     "torch", "torch.nn", "torch.optim", "safetensors.torch",
+    "torch._dynamo",            # the first optimiser step imports it, and sympy with it (~1 s)
+    "k_means_constrained",      # D&D's balanced clustering (ortools)
     "dnd_engine.slides", "dnd_engine.tissue", "dnd_engine.features.extract", "dnd_engine.predict",
     "dnd_engine.heatmaps", "dnd_engine.dnd", "dnd_engine.dnd.results", "dnd_engine.project",
 )
