@@ -133,7 +133,8 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                    slide_progress: ProgressFn = no_progress, cancelled: Optional[CancelFn] = None,
                    log=None, model_name: Optional[str] = None,
                    slide_overrides: Optional[Dict[str, Dict[str, float]]] = None,
-                   base_magnification: Optional[float] = None) -> List[SlidePrediction]:
+                   base_magnification: Optional[float] = None,
+                   mp_context: Optional[str] = None) -> List[SlidePrediction]:
     """Predict every slide; a failing slide is reported (status ``failed``) and the others go on.
 
     Adds each slide's row to ``out_dir/predictions.csv`` (rows of earlier calls are kept; a slide classified
@@ -143,6 +144,8 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     ``slide_overrides``: {absolute path: {objective_power, mpp}} a user set for slides whose files lack them
     (:meth:`dnd_engine.slides.overrides.OverrideTable.for_paths`); ``base_magnification``: the objective power
     assumed for the others that say nothing (``dnd predict --base-magnification``).
+    ``mp_context``: how the patch-reading processes start (None: the platform's default); an app passes
+    ``forkserver``: forking a process that runs Qt threads can deadlock the child, and copying it stalls the app.
     """
     from .features import extract_cohort
     say = log or (lambda m: None)
@@ -153,6 +156,8 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     card = lm.card
     cfg, enc = prepare_extractor(lm, weights=weights, device=dev, extractor=extractor, log=say)
     cfg.slide_overrides, cfg.base_magnification = slide_overrides, base_magnification
+    if mp_context:
+        cfg.mp_context = mp_context
     out = ensure_dir(out_dir)
     check_predictions_file(out / PREDICTIONS_FILE)     # a foreign file there is refused before any slide is read
     if model_name is None:

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from dnd_engine import __version__
 
-from .background import favour_the_ui_thread
+from .background import favour_the_ui_thread, warm_up_imports
 from .classification import DEMO_MODEL
 from .main_window import APP_TITLE, MainWindow
 from .selftest import resources_dir
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(model=model, theme=args.theme)
     app.installEventFilter(FileOpenHandler(window))
     window.show()
+    warm_up_imports()  # torch, openslide and the engine load now, not in the middle of the first task
     if args.screenshot:
         _arm_screenshot(app, window, Path(args.screenshot), wait_for_slide=bool(args.slides),
                         wait_for_job=bool(args.classify and args.slides and model is not None))

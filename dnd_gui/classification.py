@@ -26,6 +26,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 
 from dnd_engine.errors import DnDError
 
+from .background import READER_START
 from .jobs import JobContext, JobFn
 from .viewer.heatmap_layer import MAX_MASK_SIDE
 
@@ -199,7 +200,8 @@ def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path,
 
             out = predict_slides(model.loaded, [slide], out_dir, heatmaps=model.heatmaps, device=model.device,
                                  slide_progress=patches, cancelled=ctx.cancelled, log=ctx.log,
-                                 model_name=model.name, slide_overrides=slide_overrides)
+                                 model_name=model.name, slide_overrides=slide_overrides,
+                                 mp_context=READER_START)
             results.extend(out)
             for r in out:
                 ctx.emit(ClassifiedSlide(r, read_tissue_mask(out_dir, r.slide_id) if r.status == "done" else None))
