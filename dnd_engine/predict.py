@@ -78,6 +78,7 @@ class SlidePrediction:
     probs: List[float] = field(default_factory=list)
     n_patches: int = 0
     error: str = ""
+    note: str = ""                            # what the user should know about a done prediction (little tissue)
     outputs: Dict[str, str] = field(default_factory=dict)   # name → file
     # for a viewer that draws the heatmap itself: patch grid and per-model scores / probabilities
     coords: Optional[np.ndarray] = None                     # (N, 2) level-0 top-left corners
@@ -156,6 +157,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     card = lm.card
     cfg, enc = prepare_extractor(lm, weights=weights, device=dev, extractor=extractor, log=say)
     cfg.slide_overrides, cfg.base_magnification = slide_overrides, base_magnification
+    cfg.little_tissue = True    # the user asked for these slides: a speck of tissue is classified, with a note
     if mp_context:
         cfg.mp_context = mp_context
     out = ensure_dir(out_dir)
@@ -176,18 +178,29 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                 raise DnDError(r.error)
             results.append(_classify(lm, sp, Path(r.features_h5), out, heatmaps, colormap, dev))
             p = results[-1]
-            say(f"{p.slide_id}: {p.predicted} ({max(p.probs):.3f}) from {p.n_patches} patches")
+            say(f"{p.slide_id}: {p.predicted} ({max(p.probs):.3f}) from {p.n_patches} patches"
+                + (f" \u2014 {p.note}" if p.note else ""))
         except Cancelled:
             raise                       # the caller stops; a cancelled slide is not a failed one
         except DnDError as e:
             from .slides.slide import slide_id
             results.append(SlidePrediction(slide_id(sp), str(sp), "failed", error=str(e)))
-            say(f"error: {sp.name}: {e}")
+            say(f"error: {e}" if str(e).startswith(sp.name) else f"error: {sp.name}: {e}")
         # each slide's row is in the file as soon as it exists: a cancel or a crash keeps the slides done
         write_predictions(out / PREDICTIONS_FILE, results[-1:], lm.class_names, model=model_name,
                           demo=bool(card.get("demo")))
     progress(len(slides), len(slides), "done")
     return results
+
+
+def little_tissue_note(attrs) -> str:
+    """The note for a slide cut by extraction's ``little_tissue`` fallback (its ``little_tissue`` attribute: the
+    best patch's tissue fraction), else ""."""
+    best = attrs.get("little_tissue") if attrs is not None else None
+    if best is None:
+        return ""
+    return (f"little tissue: no patch held the usual share, so the patches with the most were used (best "
+            f"{float(best):.0%}); the prediction rests on little evidence")
 
 
 def model_scores(model: MILModel, bag: torch.Tensor, device) -> tuple:
@@ -218,7 +231,7 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
     sid = features_h5.stem
     ps0 = float(attrs["patch_size_level0"])
     res = SlidePrediction(sid, str(slide_path), "done", pred, [float(p) for p in probs], int(bag.shape[0]),
-                          coords=np.asarray(coords), patch_size_level0=ps0)
+                          coords=np.asarray(coords), patch_size_level0=ps0, note=little_tissue_note(attrs))
     models = {"student": (lm.model, probs, scores)}
     if heatmaps == "all":
         for name, m in lm.teachers.items():

@@ -22,7 +22,7 @@ from .errors import DnDError
 PREDICTIONS_FILE = "predictions.csv"
 DEMO_MARK = "DEMO (not for diagnosis)"
 LEAD = ["slide_id", "status", "predicted"]
-TAIL = ["n_patches", "heatmap_png", "heatmap_geojson", "error", "path", "model", "demo"]
+TAIL = ["n_patches", "heatmap_png", "heatmap_geojson", "error", "note", "path", "model", "demo"]
 
 _lock = threading.Lock()   # the app may finish two classifications at once; each merge sees the other's rows
 
@@ -34,7 +34,7 @@ def prediction_row(result, class_names: Sequence[str], model: str = "", demo: bo
         row[f"p_{c}"] = f"{float(p):.6f}"
     row.update({"n_patches": str(result.n_patches or ""), "heatmap_png": result.outputs.get("student_png", ""),
                 "heatmap_geojson": result.outputs.get("student_geojson", ""), "error": result.error or "",
-                "path": str(result.path), "model": model, "demo": DEMO_MARK if demo else ""})
+                "note": getattr(result, "note", "") or "", "path": str(result.path), "model": model, "demo": DEMO_MARK if demo else ""})
     return row
 
 

@@ -159,11 +159,12 @@ class PredictionBox(QGroupBox):
         self.demo_note.hide()
 
     def show_prediction(self, predicted: str, class_names: Sequence[str], probs: Sequence[float], n_patches: int,
-                        model_name: str, demo: bool) -> None:
+                        model_name: str, demo: bool, note: str = "") -> None:
         self.headline.setText(predicted)
         self.headline.setStyleSheet("")
         self.bars.set_probabilities(class_names, probs, predicted)
-        self.details.setText(f"{model_name} \u00b7 {n_patches} patches")
+        self.details.setText(f"{model_name} \u00b7 {n_patches} patch{'es' if n_patches != 1 else ''}"
+                             + (f"\n\u26a0 {note}" if note else ""))
         self.demo_note.setVisible(demo)
 
     def show_failure(self, message: str) -> None:

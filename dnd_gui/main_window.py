@@ -713,7 +713,7 @@ class MainWindow(QMainWindow):
             gallery.clear("No patches: the slide was not classified.")
             return
         box.show_prediction(pred.predicted, record.class_names, pred.probs, pred.n_patches, record.model_name,
-                            record.demo)
+                            record.demo, note=pred.note)
         if not pred.scores or pred.coords is None or len(pred.coords) == 0:
             controls.set_models([])
             gallery.clear("This prediction has no per-patch scores.")

@@ -39,6 +39,7 @@ class PredictionRow:
     model: str
     error: str = ""
     demo: bool = False
+    note: str = ""          # the engine's note on a done prediction (little tissue)
 
     @property
     def model_text(self) -> str:
@@ -143,7 +144,7 @@ class PredictionsModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return key
         if role == Qt.ItemDataRole.ToolTipRole:
-            tip = row.error or row.path
+            tip = row.error or (f"{row.note}\n{row.path}" if row.note else row.path)
             return f"{tip}\n{row.model}: demo model, not for diagnosis" if row.demo else tip
         if role == Qt.ItemDataRole.ForegroundRole and row.demo and index.column() == self.columnCount() - 1:
             return QColor(0xE0, 0x8A, 0x00)
@@ -202,7 +203,8 @@ class PredictionsView(QWidget):
         """Add an engine ``SlidePrediction``; its probabilities follow ``class_names``."""
         probs = dict(zip(class_names, prediction.probs)) if prediction.probs else {}
         self.model.add(PredictionRow(prediction.slide_id, prediction.path, prediction.status, prediction.predicted,
-                                     probs, int(prediction.n_patches or 0), model_name, prediction.error, demo))
+                                     probs, int(prediction.n_patches or 0), model_name, prediction.error, demo,
+                                     getattr(prediction, "note", "")))
 
     def export_csv(self, path: str | Path) -> Path:
         return write_text_atomic(path, self.model.to_csv())

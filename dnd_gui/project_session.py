@@ -11,7 +11,6 @@ independent of each other: cancelling one stops exactly that one, and the next o
 
 from __future__ import annotations
 
-import sys
 import uuid
 from typing import Dict, List, Optional
 
@@ -22,12 +21,11 @@ from dnd_engine.eta import dnd_work_for
 from dnd_engine.project import (ExtractionPlan, JobBook, JobRecord, Project, TrainingPlan, run_extraction,
                                 run_training)
 
+from .background import READER_START    # never ``fork`` a process that runs Qt threads
 from .jobs import Job, JobContext, JobQueue, JobState
 
 PREREQUISITE_KINDS = ("extract",)   # kinds whose failure leaves the rest of their launch nothing to work on
 
-# reading processes of an extraction started from the app: never ``fork`` a process that runs Qt threads
-READER_START = "spawn" if getattr(sys, "frozen", False) else "forkserver"
 
 
 def _extract_fn(project: Project, plan: ExtractionPlan):

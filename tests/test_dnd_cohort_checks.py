@@ -27,7 +27,7 @@ def test_cluster_warnings_name_one_class_clusters_and_small_ones_and_say_what_it
                            {"normal": 3, "tumour": 1}])
     kinds = [(w["kind"], w["cluster"]) for w in ws]
     assert kinds == [("one_class", 0), ("small_cluster", 0), ("few_of_class", 1), ("small_cluster", 3)]
-    assert ws[0]["text"].startswith("cluster 0 holds only class 'tumour' (4 slides): its expert never sees the "
+    assert ws[0]["text"].startswith("cluster 1 holds only class 'tumour' (4 slides): its expert never sees the "
                                     "other class, so its accuracy says nothing")
     assert f"fewer than {MIN_CLUSTER_SLIDES}" in ws[1]["text"]
     assert cluster_warnings([{"a": 12, "b": 11}, {"a": 10, "b": 14}]) == []

@@ -230,6 +230,8 @@ def cmd_predict(args) -> int:
     for r in res:
         if r.status == "done":
             print(f"{r.slide_id}: {r.predicted}  " + "  ".join(f"{p:.3f}" for p in r.probs))
+            if r.note:
+                print(f"  note: {r.note}")
             for k, v in r.outputs.items():
                 print(f"  {k}: {v}")
         else:

@@ -50,18 +50,18 @@ def cluster_warnings(counts: Sequence[Dict[str, int]]) -> List[Dict[str, object]
         present = [k for k, v in by_class.items() if v > 0]
         if len(by_class) > 1 and len(present) == 1:
             out.append({"kind": ONE_CLASS, "cluster": c, "n_slides": n, "class": present[0],
-                        "text": f"cluster {c} holds only class '{present[0]}' ({n} slides): "
+                        "text": f"cluster {c + 1} holds only class '{present[0]}' ({n} slides): "
                                 + MEANING[ONE_CLASS].format(cls=present[0])})
         elif n >= MIN_CLUSTER_SLIDES:      # in a smaller cluster the size warning below says it already
             few = [k for k in present if by_class[k] < MIN_CLASS_SLIDES]
             for k in few:
                 out.append({"kind": FEW_OF_CLASS, "cluster": c, "n_slides": n, "class": k,
                             "class_slides": int(by_class[k]),
-                            "text": f"cluster {c} has {by_class[k]} slide of class '{k}' ({_fmt_counts(by_class)}):"
+                            "text": f"cluster {c + 1} has {by_class[k]} slide of class '{k}' ({_fmt_counts(by_class)}):"
                                     f" {MEANING[FEW_OF_CLASS]}"})
         if 0 < n < MIN_CLUSTER_SLIDES:
             out.append({"kind": SMALL_CLUSTER, "cluster": c, "n_slides": n,
-                        "text": f"cluster {c} has {n} training slide{'s' if n != 1 else ''}: "
+                        "text": f"cluster {c + 1} has {n} training slide{'s' if n != 1 else ''}: "
                                 + MEANING[SMALL_CLUSTER]})
     return out
 
@@ -110,7 +110,7 @@ def run_warnings(run_dir: str | Path) -> List[str]:
         data = _read(fold / "clusters" / "clusters.json")
         for w in data.get("warnings") or []:
             kind = str(w.get("kind"))
-            detail = f"cluster {w.get('cluster')}"
+            detail = f"cluster {int(w.get('cluster') or 0) + 1}"   # stored 0-based as the files; said 1-based
             if kind == ONE_CLASS:
                 detail += f" ('{w.get('class')}', {w.get('n_slides')} slides)"
             elif kind == FEW_OF_CLASS:

@@ -23,7 +23,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -71,6 +71,9 @@ class ExtractConfig:
     objective_power: Optional[float] = None     # overrides every slide's own magnification (wrong headers)
     slide_overrides: Optional[Dict[str, Dict[str, float]]] = None  # absolute path -> {objective_power, mpp} a
     #                                             user set for that slide (OverrideTable.for_paths)
+    little_tissue: bool = False                 # a slide with too little tissue for the thresholds is cut from
+    #                                             its most-tissue patches instead of failing (a single slide a
+    #                                             user asked to classify: dnd predict and the app; never cohorts)
     batch_size: int = 64
     num_workers: Optional[int] = None           # None: one per core, at most 4
     device: str = "auto"
@@ -85,7 +88,7 @@ class ExtractConfig:
 
     def patch_params(self) -> PatchParams:
         return PatchParams(magnification=self.magnification, patch_size=self.patch_size, overlap=self.overlap,
-                           min_tissue=self.min_tissue)
+                           min_tissue=self.min_tissue, keep_best=self.little_tissue)
 
     def tissue_params(self) -> TissueParams:
         if self.tissue_preset not in PRESETS:
@@ -199,7 +202,11 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
         pparams = config.patch_params()
         # area unit for the tissue filters: one target patch, in level-0 pixels
         size0 = config.patch_size * slide.downsample_for_magnification(config.magnification)
-        tissue = segment_tissue(slide, patch_area_px0=size0 * size0, params=config.tissue_params())
+        tparams = config.tissue_params()
+        tissue = segment_tissue(slide, patch_area_px0=size0 * size0, params=tparams,
+                                require_tissue=not config.little_tissue)
+        if config.little_tissue and not tissue.mask.any():   # no piece as large as a patch: take every piece
+            tissue = segment_tissue(slide, patch_area_px0=size0 * size0, params=replace(tparams, a_t=0.0))
         grid = make_patch_grid(slide, tissue, pparams)
         attrs = grid.attrs(slide)
         write_coords_h5(paths["patches"], grid.coords, attrs, extra={"tissue_fraction": grid.tissue_fraction})

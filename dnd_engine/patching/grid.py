@@ -20,6 +20,11 @@ from ..slides import Slide
 from ..tissue import TissueMask
 
 
+#: with ``keep_best``, the least tissue the best patch must hold: below it the "tissue" is a few stained pixels
+#: (dust, a pen mark's edge) and a prediction from it would mean nothing
+LITTLE_TISSUE_FLOOR = 0.01
+
+
 @dataclass
 class PatchParams:
     magnification: float = 10.0
@@ -27,6 +32,8 @@ class PatchParams:
     overlap: float = 0.0              # fraction of patch_size, in [0, 1)
     min_tissue: float = 0.25          # minimum tissue fraction of a kept patch
     allow_upsample: bool = False      # allow a target finer than the scan (interpolated pixels)
+    keep_best: bool = False           # no patch reaches min_tissue: keep the ones with the most tissue instead
+    #                                   of failing (a single slide a user asked to classify, never a cohort)
 
     def validate(self) -> None:
         if not self.magnification > 0:
@@ -56,6 +63,7 @@ class PatchGrid:
     base_magnification: float
     tissue_fraction: np.ndarray  # (N,) tissue fraction of each kept patch
     overlap_px: int = 0          # overlap at the target magnification, pixels (TRIDENT's `overlap`)
+    little_tissue: bool = False  # kept by ``keep_best``: no patch reached min_tissue (recorded in the attributes)
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -81,6 +89,7 @@ class PatchGrid:
             "level0_width": int(W),
             "level0_height": int(H),
             "overlap": int(self.overlap_px),
+            **({"little_tissue": float(self.tissue_fraction.max())} if self.little_tissue else {}),
         }
 
 
@@ -106,6 +115,10 @@ def make_patch_grid(slide: Slide, tissue: TissueMask, params: Optional[PatchPara
     gx, gy = gx.ravel(), gy.ravel()
     frac = tissue.fraction_in_boxes(gx.astype(np.float64), gy.astype(np.float64), float(size0))
     keep = frac >= max(p.min_tissue, 1e-9)
+    best = float(frac.max()) if len(frac) else 0.0
+    little = p.keep_best and not keep.any() and best >= LITTLE_TISSUE_FLOOR
+    if little:
+        keep = frac >= best / 2
     coords = np.stack([gx[keep], gy[keep]], axis=1).astype(np.int64)
     if len(coords) == 0:
         raise NoTissueError(f"{slide.path.name}: no patch has ≥ {p.min_tissue:.0%} tissue at "
@@ -113,4 +126,4 @@ def make_patch_grid(slide: Slide, tissue: TissueMask, params: Optional[PatchPara
     return PatchGrid(coords=coords, patch_size=int(p.patch_size), patch_level=level, read_size=read_size,
                      patch_size_level0=size0, level_downsample=level_ds, magnification=float(p.magnification),
                      base_magnification=float(slide.objective_power), tissue_fraction=frac[keep].astype(np.float32),
-                     overlap_px=int(round(p.patch_size * p.overlap)))
+                     overlap_px=int(round(p.patch_size * p.overlap)), little_tissue=bool(little))

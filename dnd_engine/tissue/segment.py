@@ -158,6 +158,10 @@ def segment_tissue(slide: Slide, patch_area_px0: Optional[float] = None,
         patch_area_px0 = 512.0 ** 2
     tm = segment_array(rgb, ds_actual, patch_area_px0, p)
     tm.thumbnail = rgb
+    if require_tissue and not tm.mask.any() and p.a_t <= 0:
+        raise NoTissueError(f"{slide.path.name}: no tissue found: nothing on the slide is stained (saturation "
+                            f"\u2265 {tm.threshold_used:.0f}); lower the tissue threshold if its stain is faint "
+                            "(CLI: --tissue-threshold, --tissue-preset)")
     if require_tissue and not tm.mask.any():
         side = patch_area_px0 ** 0.5
         scan = f" at its {slide.objective_power:g}x" if slide.objective_power else ""
