@@ -48,3 +48,26 @@ def synth_features(tmp_path_factory):
     extract_cohort(root / "cohort" / "slides", root / "out",
                    ExtractConfig(extractor="stain_stats", num_workers=0, compile="off", device="cpu"))
     return feature_dir_for(root / "out", "stain_stats"), cohort.labels_csv
+
+
+# --- the Jobs panel (GUI tests; Qt is imported only by the tests that ask for these) ---
+
+@pytest.fixture
+def queue():
+    """A job queue of its own, shut down (its worker finished) after the test."""
+    from dnd_gui.jobs import JobQueue
+    q = JobQueue()
+    yield q
+    assert q.shutdown(10_000)
+
+
+@pytest.fixture
+def panel(qtbot, queue):
+    """A shown Jobs panel over ``queue``."""
+    from dnd_gui.jobs_panel import JobsPanel
+    p = JobsPanel(queue)
+    qtbot.addWidget(p)
+    p.resize(760, 640)
+    p.show()
+    qtbot.waitExposed(p)
+    return p

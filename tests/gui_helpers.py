@@ -83,3 +83,25 @@ class Heartbeat:
     @property
     def beats(self) -> int:
         return len(self.gaps)
+
+
+MODEL_MS = 90_000   # loading a model (first torch import on a loaded machine included)
+
+
+def open_window(qtbot, settings_file: Path, output_root: Path, model=None, size=(1366, 768)):
+    """A shown ``MainWindow`` with its own settings file and output folder (nothing of the user's is read or
+    written), quitting without asking, with ``model`` loaded when given."""
+    from PySide6.QtCore import QSettings
+    from dnd_gui.main_window import MainWindow
+    win = MainWindow(settings=QSettings(str(settings_file), QSettings.Format.IniFormat), output_root=output_root,
+                     model=None, theme="dark")
+    qtbot.addWidget(win)
+    win.confirm_quit = lambda n: True
+    win.resize(*size)
+    win.show()
+    qtbot.waitExposed(win)
+    if model is not None:
+        with qtbot.waitSignal(win.model_ready, timeout=MODEL_MS):
+            win.load_model(model)
+    return win
+

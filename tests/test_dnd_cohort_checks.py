@@ -72,7 +72,7 @@ def test_clusters_json_keeps_the_warnings(tiny_run):
     for fold in (0, 1):
         data = json.loads((run / f"fold_{fold}" / "clusters" / "clusters.json").read_text())
         assert any(w["kind"] == "small_cluster" for w in data["warnings"])
-        assert all(w["text"].startswith(f"cluster {w['cluster']} ") for w in data["warnings"])
+        assert all(w["text"].startswith(f"cluster {w['cluster'] + 1} ") for w in data["warnings"])
 
 
 def test_dnd_train_prints_the_warnings(tiny_run):

@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QAction, QGuiApplication, QImage, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -20,7 +20,7 @@ from dnd_gui import context_menus
 from dnd_gui.main_window import MainWindow
 from dnd_gui.xcb_check import XCB_LIBRARIES, check_xcb, missing_xcb_libraries, uses_xcb
 
-from gui_helpers import file_drop_events, wait_painted
+from gui_helpers import file_drop_events, open_window, wait_painted
 
 ROOT = Path(__file__).resolve().parents[1]
 CMU = ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs"  # 2220 × 2967 px, 20×, 0.499 µm/px
@@ -36,13 +36,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def make_window(qtbot, tmp_path) -> MainWindow:
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings, output_root=tmp_path / "out", model=None, theme="dark")
-    qtbot.addWidget(win)
-    win.resize(1366, 768)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
+    return open_window(qtbot, tmp_path / "settings.ini", tmp_path / "out")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from conftest import shared_file
@@ -18,23 +17,14 @@ from dnd_gui import magnification_dialog
 from dnd_gui.classification import DEMO_MODEL
 from dnd_gui.main_window import MainWindow
 
-from gui_helpers import file_drop_events
+from gui_helpers import file_drop_events, open_window
 
-MODEL_MS, JOB_MS, LOAD_MS = 90_000, 60_000, 20_000
-SHOTS = Path("/work/shots")
+JOB_MS, LOAD_MS = 60_000, 20_000
+SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 def make_window(qtbot, settings_file: Path, out: Path, model=None) -> MainWindow:
-    win = MainWindow(settings=QSettings(str(settings_file), QSettings.Format.IniFormat), output_root=out,
-                     model=None, theme="dark")
-    qtbot.addWidget(win)
-    win.resize(1366, 768)
-    win.show()
-    qtbot.waitExposed(win)
-    if model is not None:
-        with qtbot.waitSignal(win.model_ready, timeout=MODEL_MS):
-            win.load_model(model)
-    return win
+    return open_window(qtbot, settings_file, out, model)
 
 
 def drop(win: MainWindow, paths) -> None:
@@ -58,7 +48,7 @@ def shot(widget, name: str) -> None:
     if SHOTS.is_dir():
         for _ in range(3):
             QApplication.processEvents()
-        widget.grab().save(str(SHOTS / f"i19-B-{name}.png"))
+        widget.grab().save(str(SHOTS / f"magnification-{name}.png"))
 
 
 def test_dropped_slides_without_magnification_ask_then_classify_and_remember(qtbot, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
+from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QColor, QImage, QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
@@ -25,13 +25,12 @@ from dnd_gui.classification import DEMO_MODEL
 from dnd_gui.jobs import JobState
 from dnd_gui.main_window import MainWindow
 
-from gui_helpers import Heartbeat, file_drop_events, wait_painted
+from gui_helpers import MODEL_MS, Heartbeat, file_drop_events, open_window, wait_painted
 from pyramid import tissue_like, write_pyramid
 
 ROOT = Path(__file__).resolve().parents[1]
 CMU = ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs"
 ARTIFACTS = ROOT / "test-artifacts"
-MODEL_MS = 90_000
 JOB_MS = 180_000
 LOAD_MS = 20_000
 CLASSES = ["normal", "tumor"]
@@ -51,16 +50,7 @@ def pyramid(tmp_path_factory) -> Path:
 
 
 def make_window(qtbot, tmp_path, model=None) -> MainWindow:
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings, output_root=tmp_path / "out", model=None, theme="dark")
-    qtbot.addWidget(win)
-    win.resize(1440, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    if model is not None:
-        with qtbot.waitSignal(win.model_ready, timeout=MODEL_MS):
-            win.load_model(model)
-    return win
+    return open_window(qtbot, tmp_path / "settings.ini", tmp_path / "out", model, size=(1440, 900))
 
 
 @pytest.fixture

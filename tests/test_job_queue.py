@@ -17,30 +17,13 @@ from PySide6.QtWidgets import QApplication
 
 from dnd_engine.errors import DnDError
 from dnd_gui import jobs as jobs_module
-from dnd_gui.jobs import LOG_LINES_MAX, Job, JobQueue, JobState
-from dnd_gui.jobs_panel import JobsPanel, format_eta
+from dnd_gui.jobs import LOG_LINES_MAX, Job, JobState
+from dnd_gui.jobs_panel import format_eta
 from dnd_gui.theme import apply_theme
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 JOB_MS = 20_000
-
-
-@pytest.fixture
-def queue():
-    q = JobQueue()
-    yield q
-    assert q.shutdown(10_000)
-
-
-@pytest.fixture
-def panel(qtbot, queue):
-    p = JobsPanel(queue)
-    qtbot.addWidget(p)
-    p.resize(760, 640)
-    p.show()
-    qtbot.waitExposed(p)
-    return p
 
 
 def blocked(gate: threading.Event, started: threading.Event = None, steps: int = 0, log=()):

@@ -10,40 +10,24 @@ import threading
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from dnd_engine.errors import Cancelled
 from dnd_engine.progress import batch_outcome
 from dnd_engine.project import JobBook, Project, TrainingPlan
-from dnd_gui.jobs import Job, JobQueue, JobState
-from dnd_gui.jobs_panel import PARTIAL_COLOUR, JobsPanel
+from dnd_gui.jobs import Job, JobState
+from dnd_gui.jobs_panel import PARTIAL_COLOUR
 from dnd_gui.theme import apply_theme
 
 from bagtools import make_bags, write_bags
+from gui_helpers import open_window
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 JOB_MS = 20_000
 TRAIN_MS = 180_000
-
-
-@pytest.fixture
-def queue():
-    q = JobQueue()
-    yield q
-    assert q.shutdown(10_000)
-
-
-@pytest.fixture
-def panel(qtbot, queue):
-    p = JobsPanel(queue)
-    qtbot.addWidget(p)
-    p.resize(760, 520)
-    p.show()
-    qtbot.waitExposed(p)
-    return p
 
 
 def click(button) -> None:
@@ -179,23 +163,11 @@ def test_jobs_panel_screenshot_of_failed_cancelled_partial_and_done_jobs(qtbot, 
 
 
 # --- in the window ---------------------------------------------------------------------------------------
-MODEL_MS = 90_000
 CLASSIFY_MS = 180_000
 
 
 def make_window(qtbot, tmp_path, model=None):
-    from dnd_gui.main_window import MainWindow
-    win = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat),
-                     output_root=tmp_path / "out", model=None, theme="dark")
-    qtbot.addWidget(win)
-    win.confirm_quit = lambda n: True
-    win.resize(1366, 768)
-    win.show()
-    qtbot.waitExposed(win)
-    if model is not None:
-        with qtbot.waitSignal(win.model_ready, timeout=MODEL_MS):
-            win.load_model(model)
-    return win
+    return open_window(qtbot, tmp_path / "settings.ini", tmp_path / "out", model)
 
 
 def save_shot(widget, name: str) -> Path:

@@ -4,7 +4,6 @@ and a slide with nothing stained still fails with a plain reason."""
 
 import h5py
 import numpy as np
-import pytest
 
 from dnd_engine.features import ExtractConfig, extract_cohort
 from dnd_engine.predict import predict_slides

@@ -129,15 +129,8 @@ def test_two_runs_of_one_method_have_their_own_names(tmp_path):
 # --- the app --------------------------------------------------------------------------------------------------
 
 def _window(qtbot, tmp_path):
-    from PySide6.QtCore import QSettings
-    from dnd_gui.main_window import MainWindow
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings, output_root=tmp_path / "out", model=None, theme="dark")
-    qtbot.addWidget(win)
-    win.resize(1366, 768)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
+    from gui_helpers import open_window
+    return open_window(qtbot, tmp_path / "settings.ini", tmp_path / "out")
 
 
 def _load(qtbot, win, model):

@@ -105,6 +105,9 @@ class _Ctx:
     def emit(self, value):
         pass
 
+    def outcome(self, outcome):
+        pass
+
 
 def test_classification_reads_patches_without_forking_the_app(slide, tmp_path, monkeypatch):
     """Reading processes started with ``fork`` copy the whole app (Qt threads, torch): the copy can deadlock, and

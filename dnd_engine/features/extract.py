@@ -40,7 +40,7 @@ from ..device import resolve_device
 from ..errors import Cancelled, DnDError
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
 from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
-from ..slides import open_slide, is_slide_path
+from ..slides import is_slide_path
 from ..slides.overrides import open_with_override
 from ..slides.slide import slide_id
 from ..tissue import PRESETS, TissueMask, TissueParams, segment_tissue, write_tissue_geojson
