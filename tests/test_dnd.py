@@ -242,3 +242,12 @@ def test_paired_comparison_matches_scipy_and_edge_cases():
     assert same["mean"] == 0 and same["p"] == 1.0
     partial = paired_comparison([0.5, float("nan"), 0.7], [0.6, 0.9, 0.7])
     assert partial["n"] == 2
+
+
+def test_progress_names_experts_from_one_as_the_app_does(tmp_path):
+    train, val = _split()
+    cfg = _tiny()
+    said = []
+    run_dnd(train, val, cfg, tmp_path, progress=lambda d, t, m: said.append(m))
+    experts = sorted({m.split(" epoch")[0] for m in said if m.startswith("expert ")})
+    assert experts == [f"expert {c + 1}/{cfg.n_clusters}" for c in range(cfg.n_clusters)]

@@ -137,7 +137,8 @@ def run_dnd(train_ds: BagDataset, val_ds: Optional[BagDataset], cfg: DnDConfig, 
             expert = _seeded_model(cfg, in_dim, n_classes, cfg.expert.seed + 1000 * (c + 1))
         r = train_model(expert, train_ds.subset(members), val_ds, cfg.expert, sub(f"experts/expert_{c}"),
                         progress=stage_progress, cancelled=cancelled,
-                        on_epoch=stage_epoch(f"expert_{c}"), tag=f"expert {c} ")
+                        on_epoch=stage_epoch(f"expert_{c}"), tag=f"expert {c} ",
+                        label=f"expert {c + 1}/{clustering.n_clusters} ")   # tag: 0-based, in the checkpoints
         histories[f"expert_{c}"] = r.history
         offset[0] += cfg.expert.epochs * len(members)
         experts.append(expert)

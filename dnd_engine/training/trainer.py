@@ -171,7 +171,7 @@ def finite_or_none(x: float) -> Optional[float]:
 def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDataset], cfg: TrainConfig,
                 out_dir: Optional[str | Path] = None, *, progress: Optional[ProgressFn] = None,
                 cancelled: Optional[CancelFn] = None, on_epoch: Optional[EpochFn] = None,
-                loss_fn: Optional[LossFn] = None, tag: str = "",
+                loss_fn: Optional[LossFn] = None, tag: str = "", label: Optional[str] = None,
                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult:
     """Train ``model`` in place; on return it holds the selected weights (in eval mode).
 
@@ -183,7 +183,8 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
     Calling again with the same ``out_dir`` and the same settings resumes after the last finished epoch
     (or returns at once when the run had finished). ``loss_fn(logits, target, slide_id)`` replaces the
     cross-entropy (D&D's distillation passes its own). Cancelling raises :class:`Cancelled` between bags;
-    the last finished epoch stays on disk for resuming.
+    the last finished epoch stays on disk for resuming. ``tag`` names the stage in the checkpoint (a resumed run
+    must carry the same one); ``label`` (default: the tag) is what the progress messages say, for people.
     """
     cfg.validate()
     if len(train_ds) == 0:
@@ -251,7 +252,8 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
             loss_sum += float(loss.detach())
             correct += int(logits.detach().argmax(dim=1)[0] == y)
             if progress is not None:
-                progress((epoch - 1) * n + step + 1, total_steps, f"{tag}epoch {epoch}/{cfg.epochs}")
+                progress((epoch - 1) * n + step + 1, total_steps,
+                         f"{tag if label is None else label}epoch {epoch}/{cfg.epochs}")
         record: Dict[str, object] = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
         if val_ds is not None and len(val_ds):
             ev = evaluate(model, val_ds, device, cancelled)
