@@ -27,7 +27,7 @@ def toolbar_actions(win: "MainWindow") -> list:
             (win.classify_current_action, SP.SP_MediaPlay),
             (win.train_action, SP.SP_ComputerIcon),
             None,
-            (win.fit_action, SP.SP_TitleBarMaxButton),
+            (win.fit_action, SP.SP_DesktopIcon),
             (win.show_heatmap_action, SP.SP_DialogApplyButton),
             (win.export_png_action, SP.SP_DialogSaveButton)]
 
