@@ -377,6 +377,8 @@ def open_slide(path: str | os.PathLike, objective_power: Optional[float] = None,
         raise SlideError(f"{p.name}: empty file (0 bytes)")
     if not os.access(p, os.R_OK):
         raise SlideError(f"{p.name}: permission denied")
+    from .precheck import precheck_slide
+    precheck_slide(p)          # before any native library parses it: a crafted header can abort the process
     override_mpp = _float_or_none(mpp)
     lower = p.name.lower()
 
