@@ -153,9 +153,10 @@ def test_batches_span_slides_and_rows_land_in_the_right_file(tmp_path, cmu_slide
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_slides_are_prepared_ahead_in_a_background_thread(tmp_path, cmu_slide, monkeypatch, threads):
-    """Tissue, grid and patch files of the next slides are made off the main thread (which feeds the encoder),
-    by one or several threads; results keep the cohort's order, a failing slide included."""
-    import threading
+    """Tissue, grid and patch files of the next slides are made off the main process (which feeds the encoder,
+    and must survive a native library aborting on a crafted slide), by one or several preparation processes;
+    results keep the cohort's order, a failing slide included."""
+    import os
     import time
     from dnd_engine.features import extract as extract_mod
 
@@ -164,21 +165,23 @@ def test_slides_are_prepared_ahead_in_a_background_thread(tmp_path, cmu_slide, m
     for name in ("a", "c", "d"):
         shutil.copy(cmu_slide, d / f"{name}.svs")
     (d / "b.svs").write_text("not a slide")
-    real, seen = extract_mod._prepare_slide, []
+    real, log = extract_mod._prepare_slide, tmp_path / "seen.txt"
 
-    def spy(index, path, *args):
-        seen.append((index, threading.current_thread().name, time.perf_counter()))
+    def spy(index, path, *args):      # runs in a preparation process (forked: it sees this stand-in)
+        with open(log, "a") as f:
+            f.write(f"{index} {os.getpid()} {time.perf_counter()!r}\n")
         return real(index, path, *args)
 
     monkeypatch.setattr(extract_mod, "_prepare_slide", spy)
     monkeypatch.setattr(extract_mod, "prepare_threads", lambda: threads)
     starts = []
-    res = extract_cohort(d, tmp_path / "out", ExtractConfig(num_workers=0, batch_size=4),
+    res = extract_cohort(d, tmp_path / "out", ExtractConfig(num_workers=0, batch_size=4, mp_context="fork"),
                          slide_progress=lambda done, n, msg: starts.append(time.perf_counter()) if done == n else None)
     assert [(r.slide_id, r.status) for r in res] == [("a", "done"), ("b", "failed"), ("c", "done"), ("d", "done")]
     assert "not a slide" in res[1].error or "b.svs" in res[1].error
-    assert sorted(i for i, _, _ in seen) == [0, 1, 2, 3]          # each once (threads may start them out of order)
-    assert all(name.startswith("dnd-prepare") for _, name, _ in seen)
+    seen = [(int(i), int(pid), float(t)) for i, pid, t in (line.split() for line in log.read_text().splitlines())]
+    assert sorted(i for i, _, _ in seen) == [0, 1, 2, 3]          # each once (processes may start them out of order)
+    assert all(pid != os.getpid() for _, pid, _ in seen)
     # slide 'c' (index 2) was being prepared before slide 'a' finished encoding: prepared ahead
     assert {i: t for i, _, t in seen}[2] < starts[0]
 

@@ -22,7 +22,6 @@ import logging
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Optional
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..atomic import atomic_path, ensure_dir, write_text_atomic
+from ..child_pool import ChildPool
 from ..device import resolve_device
 from ..errors import Cancelled, DnDError
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
@@ -181,12 +181,15 @@ class _SlidePlan:
 
 
 def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractConfig,
-                   extractor: Extractor) -> _SlidePlan | SlideResult:
+                   out_size: "int | Extractor") -> _SlidePlan | SlideResult:
     """Open, segment and grid one slide and write its patch file, GeoJSON, mask and QC image.
 
     Returns a plan for the feature stage, or a finished result when the slide's features already exist.
-    Raises :class:`DnDError` for bad input.
+    Raises :class:`DnDError` for bad input. ``out_size``: the encoder's input size (or the extractor).
+    Runs in a preparation process (:func:`_prepare_in_child`) during extraction: the slide is untrusted.
     """
+    if not isinstance(out_size, int):
+        out_size = out_size.spec.input_size or config.patch_size
     t0 = time.perf_counter()
     with open_with_override(slide_path, config.slide_overrides, objective_power=config.objective_power,
                             fallback_magnification=config.base_magnification) as slide:
@@ -214,8 +217,15 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
         _write_png(paths["mask"], (tissue.mask * 255).astype(np.uint8))
         _write_png(paths["qc"], _qc_image(tissue, grid), fmt="JPEG", quality=85)
         info = slide.info()
-        spec = _choose_reader(slide, grid, extractor.spec.input_size or config.patch_size, config.reader, info)
+        spec = _choose_reader(slide, grid, out_size, config.reader, info)
         return _SlidePlan(index, Path(slide_path), sid, grid, attrs, paths, info, t0, tile_spec=spec)
+
+
+def _prepare_in_child(index: int, slide_path: Path, out_dir: Path, config: ExtractConfig,
+                      out_size: int) -> _SlidePlan | SlideResult:
+    """:func:`_prepare_slide` as a preparation process runs it (looked up at call time, so a test's stand-in
+    is the one run)."""
+    return _prepare_slide(index, slide_path, out_dir, config, out_size)
 
 
 def _same_scale(h5_path: Path, slide) -> bool:
@@ -260,12 +270,13 @@ def _file_attrs(extractor: Extractor, config: ExtractConfig, plan: _SlidePlan) -
     }
 
 
-#: slides prepared (tissue, grid, patch files) in background threads ahead of the one being read
+#: slides prepared (tissue, grid, patch files) in preparation processes ahead of the one being read
 PREPARE_AHEAD = 2
 
 
 def prepare_threads() -> int:
-    """Threads preparing slides: one per four cores, at most four (most of the work is in C: reading the
+    """Processes preparing slides (untrusted files are opened there only: a native library that aborts on a
+    crafted file kills that process, and fails that slide): one per four cores, at most four (most of the work is in C: reading the
     thumbnail, median blur, PNG/JPEG encoding). With small slides on a GPU the preparation, not the readers,
     bounds the rate: about 0.4 s per slide, as long as 900 patches take to read on 16 cores."""
     return max(1, min(4, _cores() // 4))
@@ -339,21 +350,22 @@ class _CohortStream:
 
     def _prepared(self):
         """(index, path, plan, finished result or the exception) in cohort order, each slide prepared in
-        background threads (:func:`prepare_threads`) up to :data:`PREPARE_AHEAD` slides beyond those being
-        prepared, before the stream reaches it: the main thread, which feeds the encoder, must not stop for a
-        slide's tissue segmentation and files (about half a second on a large slide, as long as its patches
-        take to encode on a GPU)."""
+        preparation processes (:func:`prepare_threads`, a :class:`ChildPool` started with the config's
+        ``mp_context``) up to :data:`PREPARE_AHEAD` slides beyond those being prepared, before the stream
+        reaches it: the main thread, which feeds the encoder, must not stop for a slide's tissue segmentation
+        and files (about half a second on a large slide, as long as its patches take to encode on a GPU), and
+        must not die with a native library that aborts on a crafted slide (that slide fails, with a reason)."""
         pending: deque = deque()
         todo = iter(enumerate(self.paths))
 
         def submit_next() -> None:
             for i, sp in todo:
-                pending.append((i, sp, pool.submit(_prepare_slide, i, sp, self.out_dir, self.config,
-                                                   self.extractor)))
+                pending.append((i, sp, pool.submit(_prepare_in_child, i, sp, self.out_dir, self.config,
+                                                   self.out_size, name=Path(sp).name)))
                 return
 
         threads = prepare_threads()
-        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dnd-prepare")
+        pool = ChildPool(threads, self.config.mp_context)
         try:
             for _ in range(threads + PREPARE_AHEAD - 1):
                 submit_next()
@@ -368,7 +380,7 @@ class _CohortStream:
                 submit_next()
                 yield i, sp, plan
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(kill=True)
 
 
 def _full_batches(loader, batch_size: int, device: torch.device = torch.device("cpu"),
