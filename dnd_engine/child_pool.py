@@ -226,3 +226,12 @@ def run_isolated(fn: Callable, *args, name: str = "slide", mp_context: Optional[
     """``fn(*args)`` in a child process of its own; its exception is raised here, its death a ChildCrashed."""
     with ChildPool(1, mp_context) as pool:
         return pool.submit(fn, *args, name=name).result()
+
+
+def slide_base_magnification(slide_path: str, slide_overrides=None,
+                             fallback_magnification: Optional[float] = None) -> Optional[float]:
+    """A slide's level-0 magnification, for a child process to read (this module imports no torch, so a
+    forkserver child starts quickly)."""
+    from .slides.overrides import open_with_override
+    with open_with_override(slide_path, slide_overrides, fallback_magnification=fallback_magnification) as slide:
+        return slide.magnification_at_level(0)

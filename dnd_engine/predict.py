@@ -88,15 +88,16 @@ class SlidePrediction:
 
 
 def check_slide(card: Dict[str, object], slide_path: str | Path, slide_overrides=None,
-                base_magnification: Optional[float] = None) -> None:
+                base_magnification: Optional[float] = None, mp_context: Optional[str] = None) -> None:
     """Refuse a slide that cannot reach the model's magnification (``slide_overrides``: what users set, by path;
-    ``base_magnification``: assumed for slides that say nothing)."""
-    from .slides.overrides import open_with_override
+    ``base_magnification``: assumed for slides that say nothing). The slide is untrusted: it is opened in a
+    child process (:func:`dnd_engine.child_pool.run_isolated`), whose death fails this slide only."""
+    from .child_pool import run_isolated, slide_base_magnification
     mag = card.get("magnification")
-    with open_with_override(slide_path, slide_overrides, fallback_magnification=base_magnification) as slide:
-        base = slide.magnification_at_level(0)
-        if mag and base and base + 1e-6 < float(mag):
-            raise DnDError(f"{Path(slide_path).name} is scanned at {base:g}x but the model needs {float(mag):g}x")
+    base = run_isolated(slide_base_magnification, str(slide_path), slide_overrides, base_magnification,
+                        name=Path(slide_path).name, mp_context=mp_context)
+    if mag and base and base + 1e-6 < float(mag):
+        raise DnDError(f"{Path(slide_path).name} is scanned at {base:g}x but the model needs {float(mag):g}x")
 
 
 def _extract_config(card: Dict[str, object], weights: Optional[str], device: str, extractor: Optional[str]):
@@ -171,7 +172,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
         sp = Path(s)
         progress(k, len(slides), sp.name)
         try:
-            check_slide(card, sp, slide_overrides, base_magnification)
+            check_slide(card, sp, slide_overrides, base_magnification, mp_context=cfg.mp_context)
             r = extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
                                extractor=enc)[0]
             if r.status == "failed":
@@ -242,6 +243,8 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
     if heatmaps == "none":
         return res
     hdir = ensure_dir(out / "heatmaps")
+    # opened here, in this process, only after extraction read this file's header and thumbnail in a child
+    # process without dying; open_slide's precheck has refused the layouts a native reader would abort on
     with open_slide(slide_path) as slide:
         tissue = extraction_tissue_mask(out, sid)
         for name, (_m, p, sc) in models.items():

@@ -318,8 +318,10 @@ class _CohortStream:
     whatever arrives into full encoder batches.
     """
 
-    def __init__(self, paths, out_dir, config, extractor, on_result, cancelled, raw_share: float = 0.0):
+    def __init__(self, paths, out_dir, config, extractor, on_result, cancelled, raw_share: float = 0.0,
+                 indices: Optional[list] = None):
         self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
+        self.indices = list(range(len(paths))) if indices is None else list(indices)   # the slides to stream
         self.raw_share = raw_share
         self.on_result, self.cancelled = on_result, cancelled
         self.plans: dict[int, _SlidePlan] = {}
@@ -356,7 +358,7 @@ class _CohortStream:
         and files (about half a second on a large slide, as long as its patches take to encode on a GPU), and
         must not die with a native library that aborts on a crafted slide (that slide fails, with a reason)."""
         pending: deque = deque()
-        todo = iter(enumerate(self.paths))
+        todo = iter([(i, self.paths[i]) for i in self.indices])
 
         def submit_next() -> None:
             for i, sp in todo:
@@ -526,65 +528,130 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         _write_summary(fdir, [results[k] for k in sorted(results)])
         progress(len(results), n_slides, f"{r.slide_id}: {r.status}")
 
-    stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share)
     workers = default_workers(device) if config.num_workers is None else max(0, int(config.num_workers))
     failed_plans: set[int] = set()
     progress(0, n_slides, "starting")
-    try:
-        batches = _full_batches(_loader(stream, config, device, workers), config.batch_size, device,
-                                DeviceDecoder(device))
-        for feats, reqs, errors in _encoded(batches, extractor):
+    # rounds of slides: normally one; a patch reader process that dies (a native decoder aborting on a crafted
+    # slide) ends its round, and the slides in flight are retried alone until the one that kills it is known
+    rounds: deque = deque([list(range(n_slides))])
+    while rounds:
+        rnd = rounds.popleft()
+        stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share, indices=rnd)
+        try:
+            batches = _full_batches(_loader(stream, config, device, workers), config.batch_size, device,
+                                    DeviceDecoder(device))
+            for feats, reqs, errors in _encoded(batches, extractor):
+                check_cancelled(cancelled)
+                by_slide: dict[int, list[int]] = {}
+                for k, r in enumerate(reqs):
+                    by_slide.setdefault(r.slide_index, []).append(k)
+                for i, ks in by_slide.items():
+                    if i in failed_plans:
+                        continue
+                    plan = stream.plans[i]
+                    try:
+                        bad = [errors[k] for k in ks if errors[k]]
+                        if bad:
+                            name = plan.path.name
+                            raise DnDError(bad[0] if bad[0].startswith(name) else f"{name}: {bad[0]}")
+                        if plan.writer is None:
+                            plan.writer = FeatureWriter(plan.paths["h5"], plan.paths["pt"], plan.grid.coords,
+                                                        plan.attrs, extractor.dim,
+                                                        _file_attrs(extractor, config, plan))
+                        plan.writer.write(np.array([reqs[k].row for k in ks]), feats[ks])
+                        slide_progress(plan.writer.done, plan.writer.n, f"{plan.slide_id}: {plan.writer.done}/"
+                                                                         f"{plan.writer.n} patches")
+                        if plan.writer.done == plan.writer.n:
+                            plan.writer.finish()
+                            on_result(i, SlideResult(plan.slide_id, str(plan.path), "done", plan.writer.n,
+                                                     time.perf_counter() - plan.t0,
+                                                     features_h5=str(plan.paths["h5"]),
+                                                     features_pt=str(plan.paths["pt"]), info=plan.info,
+                                                     reader=plan.reader))
+                            del stream.plans[i]
+                    except Exception as exc:
+                        if reader_died(exc):
+                            raise        # the patch readers' death, not this slide's failure (handled below)
+                        if plan.writer is not None:
+                            plan.writer.abort()
+                        failed_plans.add(i)
+                        r = _failed(plan.path, exc)
+                        r.info, r.reader = plan.info, plan.reader
+                        on_result(i, r)
             check_cancelled(cancelled)
-            by_slide: dict[int, list[int]] = {}
-            for k, r in enumerate(reqs):
-                by_slide.setdefault(r.slide_index, []).append(k)
-            for i, ks in by_slide.items():
-                if i in failed_plans:
-                    continue
-                plan = stream.plans[i]
-                try:
-                    bad = [errors[k] for k in ks if errors[k]]
-                    if bad:
-                        raise DnDError(bad[0] if bad[0].startswith(plan.path.name) else f"{plan.path.name}: {bad[0]}")
-                    if plan.writer is None:
-                        plan.writer = FeatureWriter(plan.paths["h5"], plan.paths["pt"], plan.grid.coords,
-                                                    plan.attrs, extractor.dim, _file_attrs(extractor, config, plan))
-                    plan.writer.write(np.array([reqs[k].row for k in ks]), feats[ks])
-                    slide_progress(plan.writer.done, plan.writer.n, f"{plan.slide_id}: {plan.writer.done}/"
-                                                                     f"{plan.writer.n} patches")
-                    if plan.writer.done == plan.writer.n:
-                        plan.writer.finish()
-                        on_result(i, SlideResult(plan.slide_id, str(plan.path), "done", plan.writer.n,
-                                                 time.perf_counter() - plan.t0, features_h5=str(plan.paths["h5"]),
-                                                 features_pt=str(plan.paths["pt"]), info=plan.info,
-                                                 reader=plan.reader))
-                        del stream.plans[i]
-                except Exception as exc:
-                    if plan.writer is not None:
-                        plan.writer.abort()
-                    failed_plans.add(i)
-                    r = _failed(plan.path, exc)
-                    r.info, r.reader = plan.info, plan.reader
-                    on_result(i, r)
-        check_cancelled(cancelled)
-    except Cancelled:
-        for i, plan in list(stream.plans.items()):
-            if plan.writer is not None:
-                plan.writer.abort()
-            if i not in results:
-                results[i] = SlideResult(plan.slide_id, str(plan.path), "cancelled", error="cancelled by the user")
-        _write_summary(fdir, [results[k] for k in sorted(results)])
-        raise
-    except BaseException:
-        for plan in stream.plans.values():
-            if plan.writer is not None:
-                plan.writer.abort()
-        raise
+        except Cancelled:
+            for i, plan in list(stream.plans.items()):
+                if plan.writer is not None:
+                    plan.writer.abort()
+                if i not in results:
+                    results[i] = SlideResult(plan.slide_id, str(plan.path), "cancelled",
+                                             error="cancelled by the user")
+            _write_summary(fdir, [results[k] for k in sorted(results)])
+            raise
+        except RuntimeError as exc:
+            if not reader_died(exc):
+                _abort_writers(stream)
+                raise
+            _abort_writers(stream)
+            _after_reader_crash(exc, stream, rnd, rounds, results, on_result)
+        except BaseException:
+            for plan in stream.plans.values():
+                if plan.writer is not None:
+                    plan.writer.abort()
+            raise
     if extractor.int8 is not None:
         log.info("encoder: %s", extractor.int8.summary())
     elif extractor.int8_given_up:
         log.warning("encoder: int8 went back to fp32 (%s)", extractor.int8_given_up)
     return [results[k] for k in sorted(results)]
+
+
+def reader_died(exc: BaseException) -> bool:
+    """Whether ``exc`` is the DataLoader saying a patch reader process died (killed by a signal or exited)."""
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+
+
+def _abort_writers(stream: _CohortStream) -> None:
+    for plan in stream.plans.values():
+        if plan.writer is not None:
+            plan.writer.abort()
+            plan.writer = None
+
+
+def _after_reader_crash(exc: BaseException, stream: _CohortStream, rnd: list, rounds: deque, results: dict,
+                        on_result) -> None:
+    """A patch reader died in round ``rnd``: the one slide in flight fails with the reason; several in flight
+    are each retried alone (one of them killed it, the others are innocent), then the rest of the round."""
+    in_flight = [i for i in stream.plans if i not in results]
+    rest = [i for i in rnd if i not in results and i not in in_flight]
+    if not in_flight:
+        raise DnDError(f"a patch reader process died ({_signal_words(exc)})") from None
+    if len(in_flight) == 1:
+        plan = stream.plans[in_flight[0]]
+        r = SlideResult(plan.slide_id, str(plan.path), "failed",
+                        error=f"{plan.path.name}: the slide reader crashed on this file ({_signal_words(exc)}): "
+                              "it is damaged or crafted", info=plan.info, reader=plan.reader)
+        on_result(in_flight[0], r)
+    else:
+        log.warning("a patch reader died with %d slides in flight; retrying them one at a time", len(in_flight))
+    if rest:
+        rounds.appendleft(rest)
+    if len(in_flight) > 1:
+        for i in reversed(in_flight):
+            rounds.appendleft([i])
+
+
+def _signal_words(exc: BaseException) -> str:
+    """ "signal SIGABRT" from torch's "DataLoader worker (pid 12) is killed by signal: Aborted."."""
+    import re
+    import signal as _signal
+    m = re.search(r"killed by signal: ([^.]+)", str(exc))
+    if m:
+        for sig in _signal.Signals:
+            if _signal.strsignal(sig) == m.group(1).strip():
+                return f"signal {sig.name}"
+        return f"signal: {m.group(1).strip()}"
+    return "it exited unexpectedly"
 
 
 def _write_summary(fdir: Path, results: list[SlideResult]) -> None:
