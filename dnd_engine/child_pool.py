@@ -112,10 +112,14 @@ class ChildPool:
         self.n = max(1, int(n))
         self._ctx = get_context(mp_context)
         self._queue: deque = deque()
-        self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
+        # the workers are forked here, by the caller's thread; a worker that replaces a dead one is started by
+        # the pool's thread while the caller's threads run on, and a fork then can copy a lock another thread
+        # holds (a module being imported: the child waits on it forever), so replacements use a fork server
+        self._respawn_ctx = get_context("forkserver") if self._ctx.get_start_method() == "fork" else self._ctx
+        self._workers = [_Worker(self._ctx, os.getpid()) for _ in range(self.n)]
         self._thread = threading.Thread(target=self._run, name="dnd-child-pool", daemon=True)
         self._thread.start()
 
@@ -149,7 +153,7 @@ class ChildPool:
         while self._queue:
             idle = next((w for w in self._workers if w.task is None), None)
             if idle is None and len(self._workers) < self.n:
-                idle = _Worker(self._ctx, os.getpid())
+                idle = _Worker(self._respawn_ctx, os.getpid())
                 self._workers.append(idle)
             if idle is None:
                 return

@@ -131,9 +131,9 @@ def test_a_patch_reader_process_that_aborts_fails_that_slide_only(cohort, tmp_pa
     cfg = ExtractConfig(num_workers=2, batch_size=16, reader=reader, mp_context="fork")
     res = extract_cohort(d, tmp_path / "out", cfg)
     assert [(r.slide_id, r.status) for r in res] == [("a", "done"), ("boom", "failed"), ("c", "done"),
-                                                     ("d", "done")]
-    assert res[1].error == ("boom.svs: the slide reader crashed on this file (signal SIGABRT): "
-                            "it is damaged or crafted")
+                                                     ("d", "done")], [r.error for r in res]
+    assert res[1].error in (f"boom.svs: the slide reader crashed on this file ({how}): it is damaged or crafted"
+                            for how in ("signal SIGABRT", "its process died"))    # torch says one or the other
     assert not list((tmp_path / "out").rglob("*.part"))
 
 

@@ -378,6 +378,8 @@ class _CohortStream:
                 try:
                     plan = fut.result()
                 except Exception as exc:
+                    if reader_died(exc):
+                        raise     # torch's SIGCHLD handler interrupted the wait: a patch reader died, not this slide
                     plan = exc
                 submit_next()
                 yield i, sp, plan
@@ -537,9 +539,10 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     while rounds:
         rnd = rounds.popleft()
         stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share, indices=rnd)
+        loader_it = None
         try:
-            batches = _full_batches(_loader(stream, config, device, workers), config.batch_size, device,
-                                    DeviceDecoder(device))
+            loader_it = iter(_loader(stream, config, device, workers))     # held: shut down after a reader dies
+            batches = _full_batches(loader_it, config.batch_size, device, DeviceDecoder(device))
             for feats, reqs, errors in _encoded(batches, extractor):
                 check_cancelled(cancelled)
                 by_slide: dict[int, list[int]] = {}
@@ -593,6 +596,9 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
                 _abort_writers(stream)
                 raise
             _abort_writers(stream)
+            # the dead reader stays registered with torch's SIGCHLD handler until its loader shuts down, and
+            # would fail the next round at random: shut it down before that round starts
+            getattr(loader_it, "_shutdown_workers", lambda: None)()
             _after_reader_crash(exc, stream, rnd, rounds, results, on_result)
         except BaseException:
             for plan in stream.plans.values():
@@ -651,7 +657,7 @@ def _signal_words(exc: BaseException) -> str:
             if _signal.strsignal(sig) == m.group(1).strip():
                 return f"signal {sig.name}"
         return f"signal: {m.group(1).strip()}"
-    return "it exited unexpectedly"
+    return "its process died"
 
 
 def _write_summary(fdir: Path, results: list[SlideResult]) -> None:

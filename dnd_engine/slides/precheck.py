@@ -81,12 +81,23 @@ def precheck_slide(path: str | Path) -> None:
         raise
     except MemoryError:
         raise SlideError(f"{p.name}: its header asks for an impossible amount of memory: {CRAFTED}") from None
-    except Exception as exc:  # tifffile raises many types on a broken header
+    except (OSError, ValueError, KeyError, IndexError, EOFError) as exc:  # tifffile's words for a broken file
         raise SlideError(f"{p.name}: not a readable slide: {plain_reason(exc)}") from None
+    except Exception:  # TypeError, ZeroDivisionError, ... inside tifffile: values of the wrong shape
+        raise SlideError(f"{p.name}: its TIFF directories contradict themselves: {CRAFTED}") from None
+
+
+#: tags that hold one number: a crafted count turns them into tuples that readers compare as numbers
+SCALAR_TAGS = ("ImageWidth", "ImageLength", "TileWidth", "TileLength", "RowsPerStrip", "SamplesPerPixel",
+               "Compression", "PhotometricInterpretation", "PlanarConfiguration", "ImageDepth", "TileDepth")
 
 
 def _page_problem(page, file_size: int, ndpi: bool) -> str:
     """What is wrong with one TIFF directory, or "" when nothing is."""
+    for name in SCALAR_TAGS:
+        tag = page.tags.get(name)
+        if tag is not None and tag.count != 1:
+            return f"tag {name} holds {tag.count} values where a TIFF has one"
     w, h, d = int(page.imagewidth), int(page.imagelength), int(getattr(page, "imagedepth", 1) or 1)
     spp = max(1, int(page.samplesperpixel or 1))
     bps = page.bitspersample
