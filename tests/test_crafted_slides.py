@@ -150,3 +150,15 @@ def test_predict_checks_each_slide_in_a_child_whose_abort_fails_that_slide(cohor
     assert [(r.slide_id, r.status) for r in res] == [("boom", "failed"), ("good", "done")]
     assert "boom.svs: the slide reader crashed on this file (signal SIGABRT)" in res[0].error
     assert (tmp_path / "pred" / "predictions.csv").is_file()
+
+
+def test_a_worker_replacing_a_dead_one_is_not_forked_from_the_busy_parent():
+    """The first workers are forked by the caller; a replacement is started from the pool's thread while the
+    caller works on, where a fork could copy a lock held by another thread (a module mid-import: the child
+    waited on it forever), so it comes from a fork server instead."""
+    from dnd_engine.child_pool import ChildCrashed, ChildPool
+    with ChildPool(1, "fork") as pool:
+        assert pool.submit(os.getppid).result() == os.getpid()
+        with pytest.raises(ChildCrashed, match=r"^x\.svs: the slide reader crashed on this file \(signal SIGABRT\)"):
+            pool.submit(os.abort, name="x.svs").result()
+        assert pool.submit(os.getppid).result() != os.getpid()
