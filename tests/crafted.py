@@ -71,3 +71,12 @@ def crafted_kinds() -> dict:
         "tile_count": lambda p: set_tag(p, 0, "ImageWidth", 4096),
         "odd_tile": lambda p: set_tag(p, 0, "TileWidth", 100),
     }
+
+
+def set_type(path: Path, page: int, name: str, dtype: int) -> Path:
+    """Rewrite the type field of a tag's directory entry (a number read as bytes: BYTE = 1, ASCII = 2)."""
+    off, bo, _, _, _ = tag_entry(path, page, name)
+    data = bytearray(path.read_bytes())
+    struct.pack_into(bo + "H", data, off + 2, dtype)
+    path.write_bytes(bytes(data))
+    return path

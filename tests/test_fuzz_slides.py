@@ -155,3 +155,16 @@ def test_long_fuzz_run(sources, tmp_path):
     r, rows = extract_each(some, tmp_path / "extract")
     check_extraction(r, rows, len(some))
     assert bad == [], "\n".join(bad)
+
+
+def test_fuzz_finding_a_number_tag_retyped_as_bytes_is_refused_clearly(tmp_path):
+    """Found by the long run (seed 12, mutant 1527): PhotometricInterpretation's type flipped to BYTE made
+    tifffile compare bytes with an int ("'>' not supported between instances of 'bytes' and 'int')."""
+    from conftest import shared_file
+    from crafted import set_type
+    p = Path(shutil.copy(shared_file("wsi", "HE_example.ome.tif"), tmp_path / "retyped.ome.tif"))
+    set_type(p, 0, "PhotometricInterpretation", 1)
+    res = open_each([p])
+    assert findings([p], res) == []
+    assert res[str(p)] == ("ERR", "retyped.ome.tif: tag PhotometricInterpretation holds bytes or text where a "
+                                  "TIFF has a number: it is damaged or crafted")

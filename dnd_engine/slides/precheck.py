@@ -87,7 +87,8 @@ def precheck_slide(path: str | Path) -> None:
         raise SlideError(f"{p.name}: its TIFF directories contradict themselves: {CRAFTED}") from None
 
 
-#: tags that hold one number: a crafted count turns them into tuples that readers compare as numbers
+#: tags that hold one number: a crafted count or type turns them into tuples or bytes that readers compare as
+#: numbers
 SCALAR_TAGS = ("ImageWidth", "ImageLength", "TileWidth", "TileLength", "RowsPerStrip", "SamplesPerPixel",
                "Compression", "PhotometricInterpretation", "PlanarConfiguration", "ImageDepth", "TileDepth")
 
@@ -98,6 +99,8 @@ def _page_problem(page, file_size: int, ndpi: bool) -> str:
         tag = page.tags.get(name)
         if tag is not None and tag.count != 1:
             return f"tag {name} holds {tag.count} values where a TIFF has one"
+        if tag is not None and not isinstance(tag.value, (int, np.integer)):
+            return f"tag {name} holds bytes or text where a TIFF has a number"
     w, h, d = int(page.imagewidth), int(page.imagelength), int(getattr(page, "imagedepth", 1) or 1)
     spp = max(1, int(page.samplesperpixel or 1))
     bps = page.bitspersample
