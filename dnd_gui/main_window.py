@@ -19,7 +19,8 @@ from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPen
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QGraphicsRectItem, QMainWindow, QMenu,
                                QMessageBox, QScrollArea, QStackedWidget, QTabWidget, QWidget)
 
-from dnd_engine.project import ExtractionPlan, JobRecord, Project, ProjectError, TrainingPlan
+from dnd_engine.errors import DnDError
+from dnd_engine.project import ExtractionPlan, JobBook, JobRecord, Project, ProjectError, TrainingPlan
 from dnd_engine.slides import SLIDE_EXTENSIONS, Slide, is_slide_path
 
 from .context_menus import install_context_menus
@@ -959,14 +960,16 @@ class MainWindow(QMainWindow):
             folder = QFileDialog.getExistingDirectory(self, "Open Project", self.settings.last_dir("projects"))
             if not folder:
                 return None
+        # everything that can fail is read before the open project is closed: a broken project leaves it open
         try:
             project = Project.open(folder)
-        except ProjectError as exc:
-            self._show_error("Open Project", str(exc), "This folder is not a project")
+            if self.session is not None and self.session.project.root == project.root:
+                return self.session
+            book = JobBook(project)
+        except (DnDError, OSError) as exc:
+            self._show_error("Open Project", str(exc), "The project could not be opened")
             return None
-        if self.session is not None and self.session.project.root == project.root:
-            return self.session
-        return self._set_project(project)
+        return self._set_project(project, book)
 
     def close_project(self) -> bool:
         """Close the open project; refused (False) while its jobs run and the user does not confirm."""
@@ -985,10 +988,10 @@ class MainWindow(QMainWindow):
         self._refresh_actions()
         return True
 
-    def _set_project(self, project: Project) -> Optional[ProjectSession]:
+    def _set_project(self, project: Project, book: Optional[JobBook] = None) -> Optional[ProjectSession]:
         if not self.close_project():
             return None
-        session = ProjectSession(project, self.jobs, self)
+        session = ProjectSession(project, self.jobs, self, book=book)
         self.session = session
         session.epoch.connect(self.curves.add_record)
         session.train_started.connect(self._on_train_started)
