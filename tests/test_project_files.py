@@ -119,6 +119,19 @@ def test_slides_must_be_a_list_of_slide_paths(tmp_path):
         Project.open(root)
 
 
+def test_the_last_extraction_settings_are_typed(tmp_path):
+    """The wizard starts from ``extraction``: a string where its magnification belongs was a TypeError there."""
+    valid = _valid_manifest(tmp_path)
+    root = tmp_path / "proj"
+    (root / "project.json").write_text(json.dumps({**valid, "extraction": {**valid["extraction"],
+                                                                           "magnification": "ten"}}))
+    with pytest.raises(ProjectError, match=r"^project\.json: 'extraction\.magnification' must be a number, "
+                                           r"got a string \('ten'\)$"):
+        Project.open(root)
+    (root / "project.json").write_text(json.dumps({**valid, "extraction": {**valid["extraction"], "later": 1}}))
+    assert Project.open(root).extraction["later"] == 1     # a newer app's setting is kept
+
+
 def test_unknown_manifest_keys_are_kept_but_ignored(tmp_path):
     valid = _valid_manifest(tmp_path)
     root = tmp_path / "proj"

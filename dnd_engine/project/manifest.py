@@ -23,7 +23,8 @@ from ..errors import DnDError
 from ..features.extract import find_slides
 from ..slides.overrides import MagnificationOverride, OverrideTable
 from ..slides.slide import is_slide_path, slide_id
-from .schema import Field, Invalid, anything, check_document, dict_of, list_of, number, optional, split_record, text
+from .schema import (Field, Invalid, check_document, dataclass_fields, dict_of, list_of, number, optional, record,
+                     split_record, text)
 
 MANIFEST = "project.json"
 FORMAT = 1
@@ -57,6 +58,13 @@ def _inside_project(value, where):
 _PATH = text("a path", empty=False)
 
 
+def _extraction_settings(value, where):
+    """The extraction the project last ran, which the wizard starts from: each setting of its type (a newer app's
+    unknown settings are kept; the wizard then starts from the defaults)."""
+    from .tasks import ExtractionPlan   # tasks imports this module
+    return record(dataclass_fields(ExtractionPlan), "an object (the extraction's settings)")(value, where)
+
+
 def _override_entry(value, where):
     known, extra = split_record(value, where, {
         "objective_power": Field(optional(number(what="a number (the objective power, e.g. 20)"))),
@@ -73,7 +81,7 @@ MANIFEST_FIELDS = {
     "labels": Field(optional(_inside_project)),
     "labels_source": Field(optional(text("a path"))),
     "features": Field(optional(_PATH)),
-    "extraction": Field(dict_of(anything, "an object (the extraction's settings)")),
+    "extraction": Field(_extraction_settings),
     "runs": Field(list_of(_PATH, "a list of run folders")),
     "model": Field(optional(_PATH)),
     "slide_overrides": Field(dict_of(_override_entry, "an object (slide identity \u2192 its magnification)")),
