@@ -153,3 +153,56 @@ def test_the_crash_dialog_copies_the_report(window, qtbot, tmp_path):
     assert again is dialog and "2 errors" in dialog.heading.text() and "No crash log" in dialog.where.text()
     dialog.close_button.click()
     assert not dialog.isVisible() and window.isVisible()
+
+
+def test_the_app_installs_the_hook_for_its_whole_run(qtbot, tmp_path, monkeypatch):
+    """``dnd_gui.app.main`` installs the hook before its event loop runs, and puts the previous one back after: a
+    slot that raises inside ``app.exec()`` is logged in the app's data folder and shown, and the loop goes on."""
+    import sys
+
+    from PySide6.QtWidgets import QWidget
+
+    import dnd_gui.app as app_module
+
+    class Window(QWidget):     # stands in for MainWindow: main's hook, not the window, is under test
+        def __init__(self, model=None, theme=None):
+            super().__init__()
+
+        def show(self):
+            super().show()
+            QTimer.singleShot(0, self.broken_slot)
+
+        def broken_slot(self):
+            raise KeyError("raised inside app.exec")
+
+    shown = []
+
+    def record(parent, message, report, log):
+        shown.append((parent, message, log))
+        QTimer.singleShot(0, QApplication.quit)    # the loop is still running: it delivers this, and ends
+
+    monkeypatch.setattr(app_module, "MainWindow", Window)
+    monkeypatch.setattr(app_module, "favour_the_ui_thread", lambda: None)
+    monkeypatch.setattr(app_module, "warm_up_imports", lambda: None)
+    monkeypatch.setattr(crash, "default_log_dir", lambda: tmp_path / "data" / crash.LOG_FOLDER)
+    monkeypatch.setattr(crash, "show_crash_dialog", record)
+    qapp = QApplication.instance()
+    names = (qapp.applicationName(), qapp.organizationName(), qapp.applicationVersion(), qapp.desktopFileName())
+    before = sys.excepthook
+    guard = QTimer()    # without the hook nothing would end the loop: end it anyway (the asserts then fail)
+    guard.setSingleShot(True)
+    guard.timeout.connect(QApplication.quit)
+    guard.start(120_000)
+    try:
+        assert app_module.main(["--no-model"]) == 0
+    finally:
+        guard.stop()
+        qapp.setApplicationName(names[0]), qapp.setOrganizationName(names[1])
+        qapp.setApplicationVersion(names[2]), qapp.setDesktopFileName(names[3])
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, Window):
+                w.close(), w.deleteLater()
+    assert len(shown) == 1 and isinstance(shown[0][0], Window) and shown[0][1] == "KeyError: 'raised inside app.exec'"
+    logs = list((tmp_path / "data" / crash.LOG_FOLDER).glob("crash-*.txt"))
+    assert [str(p) for p in logs] == [shown[0][2]] and "broken_slot" in logs[0].read_text()
+    assert sys.excepthook is before       # uninstalled when the app ends
