@@ -234,3 +234,12 @@ def test_schema_helper_checks_dataclasses_and_says_what_it_got():
         check_document({"c": 3}, record({"c": Field(optional(text()))}), "f.json")
     with pytest.raises(DnDError, match="'a' must be present, it is missing"):
         check_document({}, check, "f.json")
+
+
+def test_a_project_saved_on_another_system_opens_with_its_slides_missing(tmp_path):
+    valid = _valid_manifest(tmp_path)
+    root = tmp_path / "proj"
+    other = "C:\\Slides\\a.svs" if Path("/x").is_absolute() else "/mnt/slides/a.svs"
+    (root / "project.json").write_text(json.dumps({**valid, "slides": [other]}))
+    project = Project.open(root)
+    assert project.slides == [other] and len(project.missing_slides()) == 1

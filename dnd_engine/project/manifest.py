@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Dict, List, Optional
 
 from ..atomic import atomic_path, ensure_dir, write_json_atomic
@@ -39,8 +39,9 @@ def _slide_path(value, where):
     """An absolute path to a file of a slide type: what :meth:`Project.set_slides` stores (never a folder)."""
     if not isinstance(value, str) or not value.strip():
         raise Invalid(where, "a slide path", value)
-    p = Path(value)
-    if not p.is_absolute() or not is_slide_path(p):
+    # absolute on either system: a project saved on Windows and opened on Linux lists its slides as missing
+    absolute = PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()
+    if not absolute or not is_slide_path(value):
         raise Invalid(where, "the absolute path of a slide file (.svs, .tif, .ndpi, \u2026)", value)
     return value
 
