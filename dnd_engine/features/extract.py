@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..atomic import atomic_path, ensure_dir, write_text_atomic
+from ..atomic import atomic_path, ensure_dir, remove_stale_temps, write_text_atomic
 from ..device import resolve_device
 from ..errors import Cancelled, DnDError
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
@@ -484,6 +484,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     config.tissue_params()  # validate the preset before the first slide
     out_dir = ensure_dir(out_dir)
     fdir = ensure_dir(feature_dir_for(out_dir, config.extractor))
+    remove_stale_temps(out_dir / "patches", out_dir / "tissue", fdir, fdir / "h5_files", fdir / "pt_files")
     if extractor is None:
         extractor = build_extractor(config.extractor, config.weights, device=resolve_device(config.device),
                                     precision=config.precision)
