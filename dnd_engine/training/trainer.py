@@ -247,8 +247,9 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult:
     """Train ``model`` in place; on return it holds the selected weights (in eval mode).
 
-    With ``out_dir``: a checkpoint — ``last.safetensors`` + ``optimizer.safetensors`` + ``state.json``,
-    ``best.safetensors`` (the selected epoch so far), ``metrics.jsonl`` (one JSON object per epoch) — after an
+    With ``out_dir``: a checkpoint — ``last.e<epoch>.safetensors`` + ``optimizer.e<epoch>.safetensors`` +
+    ``state.json`` (naming them), ``best.safetensors`` (the selected epoch so far; ``best.e<epoch>`` is its
+    committed copy), ``metrics.jsonl`` (one JSON object per epoch) — after an
     epoch once ``checkpoint_seconds`` have passed since the previous one, and after the last epoch (0: every
     epoch). Each epoch's RNG comes from (seed, epoch), so resuming from any checkpoint is exact; a short
     interval only costs time on small cohorts, where writing the files takes longer than the epoch.
