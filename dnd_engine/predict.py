@@ -176,7 +176,13 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                                extractor=enc)[0]
             if r.status == "failed":
                 raise DnDError(r.error)
-            results.append(_classify(lm, sp, Path(r.features_h5), out, heatmaps, colormap, dev))
+            written: List[Path] = []
+            try:
+                results.append(_classify(lm, sp, Path(r.features_h5), out, heatmaps, colormap, dev, written))
+            except BaseException:
+                for f in written:        # a slide that fails part-way leaves none of its outputs behind
+                    f.unlink(missing_ok=True)
+                raise
             p = results[-1]
             say(f"{p.slide_id}: {p.predicted} ({max(p.probs):.3f}) from {p.n_patches} patches"
                 + (f" \u2014 {p.note}" if p.note else ""))
@@ -217,16 +223,22 @@ def model_scores(model: MILModel, bag: torch.Tensor, device) -> tuple:
 
 
 def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, heatmaps: str, colormap: str,
-              device) -> SlidePrediction:
+              device, written: Optional[List[Path]] = None) -> SlidePrediction:
+    """The slide's prediction and heatmaps; each file is added to ``written`` as soon as it exists, so that the
+    caller removes them when the slide fails part-way (a failed row leaves no heatmap behind)."""
+    written = [] if written is None else written
     from .heatmaps import render_heatmap, save_heatmap_png, write_heatmap_geojson
     from .patching.h5io import read_coords_h5
     from .slides import open_slide
+    names = lm.class_names
+    if len(names) != lm.model.n_classes:     # found now, before any output of this slide is written
+        raise DnDError(f"the model card names {len(names)} classes ({', '.join(map(str, names))}) but the model "
+                       f"has {lm.model.n_classes} outputs; the model file's card is wrong")
     bag, coords = load_bag(features_h5, with_coords=True)
     _, attrs = read_coords_h5(features_h5)
     if bag.shape[1] != lm.model.in_dim:
         raise DnDError(f"the model expects {lm.model.in_dim}-d features but {features_h5.name} has {bag.shape[1]}")
     probs, scores = model_scores(lm.model, bag, device)
-    names = lm.class_names
     pred = names[int(np.argmax(probs))]
     sid = features_h5.stem
     ps0 = float(attrs["patch_size_level0"])
@@ -251,9 +263,11 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
                 hm.overlay = stamp_demo(hm.overlay)
             png = hdir / f"{sid}_{name}_heatmap.png"
             save_heatmap_png(hm, png)
+            written.append(png)
             gj = hdir / f"{sid}_{name}_heatmap.geojson"
             write_heatmap_geojson(gj, coords, ps0, sc, probs=p, class_names=names,
                                   predicted=names[int(np.argmax(p))], model_name=name)
+            written.append(gj)
             res.outputs[f"{name}_png"] = str(png)
             res.outputs[f"{name}_geojson"] = str(gj)
     return res

@@ -16,6 +16,7 @@ result says which read it and why.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -35,9 +36,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..atomic import atomic_path, ensure_dir, write_text_atomic
+from ..atomic import atomic_path, ensure_dir, remove_stale_temps, write_text_atomic
 from ..device import resolve_device
 from ..errors import Cancelled, DnDError
+from ..lifeline import reader_init
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
 from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
 from ..slides import is_slide_path
@@ -291,7 +293,8 @@ def _loader(sampler, config: ExtractConfig, device: torch.device, workers: int) 
     kw = dict(batch_sampler=sampler, num_workers=workers, collate_fn=collate_patches,
               pin_memory=device.type == "cuda")
     if workers > 0:
-        kw.update(prefetch_factor=4, persistent_workers=False)
+        kw.update(prefetch_factor=4, persistent_workers=False,
+                  worker_init_fn=functools.partial(reader_init, os.getpid()))   # readers die with us
         if config.mp_context:
             kw.update(multiprocessing_context=config.mp_context)
     return DataLoader(PatchReader(), **kw)
@@ -484,6 +487,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     config.tissue_params()  # validate the preset before the first slide
     out_dir = ensure_dir(out_dir)
     fdir = ensure_dir(feature_dir_for(out_dir, config.extractor))
+    remove_stale_temps(out_dir / "patches", out_dir / "tissue", fdir, fdir / "h5_files", fdir / "pt_files")
     if extractor is None:
         extractor = build_extractor(config.extractor, config.weights, device=resolve_device(config.device),
                                     precision=config.precision)
