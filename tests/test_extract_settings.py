@@ -193,3 +193,46 @@ def test_settings_folder_names_the_settings(tmp_path):
     p = settings_folder(tmp_path / "extraction", s)
     assert p.parent == tmp_path and p.name.startswith("extraction-20x-256px-")
     assert settings_folder(tmp_path / "extraction", {**s, "extractor": "other"}) != p
+
+
+DEMO_MODEL = REPO / "resources" / "models" / "demo_abmil_stain_stats.safetensors"   # stain_stats, 10x/256 px
+
+
+def test_predict_extracts_beside_a_folder_of_other_settings(tmp_path):
+    """`dnd predict` did not choose out/extraction's settings: it recomputes into a folder of its own settings,
+    and the heatmap still finds that folder's tissue mask."""
+    from dnd_engine.predict import extraction_tissue_mask, predict_slides
+    d = tmp_path / "slides"
+    d.mkdir()
+    slide = write_pyramid(d / "big.svs", tissue_like(2048, 1536, seed=3), downsamples=(1, 4))
+    out = tmp_path / "pred"
+    extract_cohort([slide], out / "extraction", ExtractConfig(num_workers=0, compile="off", device="cpu",
+                                                                magnification=20, patch_size=128))
+    old = feature_dir_for(out / "extraction", "stain_stats") / "h5_files" / "big.h5"
+    before = old.stat().st_mtime_ns
+    [p] = predict_slides(DEMO_MODEL, [slide], out, heatmaps="student", device="cpu")
+    assert p.status == "done", p.error
+    assert old.stat().st_mtime_ns == before and _mags(old.parents[1]) == {20.0}      # untouched, not mixed
+    [alt] = [q for q in out.iterdir() if q.name.startswith("extraction-10x-256px-")]
+    assert _mags(feature_dir_for(alt, "stain_stats")) == {10.0}
+    assert (alt / "tissue" / "big_mask.png").is_file() and extraction_tissue_mask(out, "big") is not None
+    [p2] = predict_slides(DEMO_MODEL, [slide], out, heatmaps="none", device="cpu")     # again: reuses its folder
+    assert p2.status == "done" and [q.name for q in out.iterdir() if q.name.startswith("extraction-")] == [alt.name]
+
+
+def test_project_extraction_with_another_plan_goes_beside_the_old_features(slides, tmp_path):
+    """The app's project: a plan with other settings than features/ holds extracts into features-<settings>/ and
+    the project points there; the old features (runs may rest on them) stay as they were."""
+    from dnd_engine.project import ExtractionPlan, Project
+    from dnd_engine.project.tasks import run_extraction
+    project = Project.create(tmp_path / "proj")
+    project.set_slides(slides)
+    plan = ExtractionPlan(extractor="stain_stats", magnification=10, patch_size=128, device="cpu")
+    first = run_extraction(project, plan)
+    assert first == feature_dir_for(project.root / "features", "stain_stats") and _mags(first) == {10.0}
+    logs = []
+    second = run_extraction(project, ExtractionPlan(extractor="stain_stats", magnification=20, patch_size=128,
+                                                    device="cpu"), log=logs.append)
+    assert second.parent.name.startswith("features-20x-128px-") and _mags(second) == {20.0}
+    assert _mags(first) == {10.0} and project.features_dir == second
+    assert any("this run asks for 20x/128 px" in m for m in logs)

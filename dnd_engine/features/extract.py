@@ -47,7 +47,7 @@ from ..slides.tiles import COMPRESSION_JPEG, RawBlock, TilesNotEligible, TileSpe
 from .device_decode import DeviceDecoder, resolve_share
 from .patch_dataset import PatchReader, PatchRequest, TileBand, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
-from .settings import claim_folder, run_settings, same_slide_scale
+from .settings import check_folder, claim_folder, run_settings, same_slide_scale
 from .registry import Extractor, build_extractor
 
 log = logging.getLogger(__name__)
@@ -481,6 +481,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise DnDError(f"reader must be one of {', '.join(READERS)}, got {config.reader!r}")
     if config.compile not in ("auto", "on", "off"):
         raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
+    check_folder(fdir, run_settings(config, extractor), [slide_id(p) for p in paths], config.overwrite)  # early
     if config.compile != "off" and not extractor.compiled:
         if not extractor.enable_compile(config.batch_size) and config.compile == "on":
             why = ("int8 runs eagerly (use --precision fp32 to compile)" if extractor.precision == "int8" else

@@ -276,6 +276,20 @@ def _claimed(fdir: Path) -> Optional[dict]:
     return s if isinstance(s, dict) else None
 
 
+def check_folder(fdir: Path, wanted: dict, slide_ids: Iterable[str], overwrite: bool):
+    """The file comparison of :func:`claim_folder` alone (no lock, nothing written), so that a run refuses
+    before slow set-up such as compiling the encoder. Raises :class:`SettingsMismatch`; returns
+    :func:`_mismatched`'s answer (files an overwrite will replace)."""
+    diffs, recs, old = _mismatched(Path(fdir), wanted)
+    ids = set(slide_ids)
+    outside = {s: d for s, d in diffs.items() if s not in ids}
+    if outside and overwrite:
+        raise SettingsMismatch(_refusal(outside, recs, wanted, True), wanted, "outside")
+    if diffs and not overwrite:
+        raise SettingsMismatch(_refusal(diffs, recs, wanted, False), wanted)
+    return diffs, recs, old
+
+
 def claim_folder(fdir: Path, wanted: dict, slide_ids: Iterable[str], overwrite: bool, payload: dict) -> FolderClaim:
     """Compare ``wanted`` with the folder's files and any run writing there now, then write ``extraction.json``
     (``payload`` plus the settings) — all under the folder's lock, so two runs cannot both pass the comparison.
@@ -283,7 +297,7 @@ def claim_folder(fdir: Path, wanted: dict, slide_ids: Iterable[str], overwrite: 
     Raises :class:`SettingsMismatch` (nothing written) when a file has other settings (unless ``overwrite`` and
     it is one of ``slide_ids``), or another run with other settings holds the folder."""
     fdir = Path(fdir)
-    ids = set(slide_ids)
+    slide_ids = list(slide_ids)
     with _locked(fdir / LOCK_FILE):
         active = open(fdir / ACTIVE_FILE, "a+")
         try:
@@ -296,12 +310,7 @@ def claim_folder(fdir: Path, wanted: dict, slide_ids: Iterable[str], overwrite: 
                     what = f" ({describe(claimed, d)})" if d else ""
                     raise SettingsMismatch(f"another extraction with other settings{what} is writing to {fdir}",
                                            wanted, "busy") from None
-            diffs, recs, old = _mismatched(fdir, wanted)
-            outside = {s: d for s, d in diffs.items() if s not in ids}
-            if outside and overwrite:
-                raise SettingsMismatch(_refusal(outside, recs, wanted, True), wanted, "outside")
-            if diffs and not overwrite:
-                raise SettingsMismatch(_refusal(diffs, recs, wanted, False), wanted)
+            diffs, recs, old = check_folder(fdir, wanted, slide_ids, overwrite)
             if old:
                 log.info("%s: %d features file(s) (e.g. %s) predate the settings record; what they record matches "
                          "and the rest (overlap, min tissue, tissue preset/threshold) is assumed equal", fdir,
@@ -316,5 +325,5 @@ def claim_folder(fdir: Path, wanted: dict, slide_ids: Iterable[str], overwrite: 
     return FolderClaim(fdir, wanted, payload, pending, active)
 
 
-__all__ = ["SETTING_KEYS", "SettingsMismatch", "FolderClaim", "claim_folder", "describe", "differences",
-           "recorded_settings", "run_settings", "same_slide_scale", "settings_folder", "settings_tag"]
+__all__ = ["SETTING_KEYS", "SettingsMismatch", "FolderClaim", "check_folder", "claim_folder", "describe",
+           "differences", "recorded_settings", "run_settings", "same_slide_scale", "settings_folder", "settings_tag"]
