@@ -118,6 +118,7 @@ def test_overwrite_of_some_slides_refused_when_others_would_stay_mixed(slides, t
     assert _extract(slides / "slide_0.svs", out, "--magnification", "20", "--overwrite") == 1
     err = capsys.readouterr().err
     assert "h5_files/slide_1.h5, slide_2.h5 (slides not in this run: overwriting would leave them)" in err
+    assert err.rstrip().endswith("move those files away or use another --out")
     assert _mags(feature_dir_for(out, "stain_stats")) == {10.0}
 
 
@@ -160,8 +161,9 @@ def test_concurrent_runs_with_other_settings_never_mix(slides, tmp_path):
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 1], outs
     refused = outs[[p.returncode for p in procs].index(1)][1]
-    assert "Traceback" not in refused and ("another extraction with other settings" in refused
-                                           or "this run asks for" in refused)
+    assert "Traceback" not in refused and (
+        "another extraction with other settings" in refused and "wait for it to finish or use another --out" in refused
+        or "this run asks for" in refused and "use another --out or --overwrite" in refused)
     fdir = feature_dir_for(out, "stain_stats")
     mags = _mags(fdir)
     assert len(mags) == 1 and len(list((fdir / "h5_files").glob("*.h5"))) == 3
@@ -236,3 +238,27 @@ def test_project_extraction_with_another_plan_goes_beside_the_old_features(slide
     assert second.parent.name.startswith("features-20x-128px-") and _mags(second) == {20.0}
     assert _mags(first) == {10.0} and project.features_dir == second
     assert any("this run asks for 20x/128 px" in m for m in logs)
+
+
+def test_cli_run_refused_while_another_process_extracts_with_other_settings(slides, tmp_path):
+    """The concurrent case without timing: this process holds the folder for a 10x run (as a running extraction
+    does); a `dnd extract` process at 20x is refused, exit 1, and writes no features."""
+    from dnd_engine.features.settings import claim_folder
+    out = tmp_path / "out"
+    fdir = feature_dir_for(out, "stain_stats")
+    fdir.mkdir(parents=True)
+    s10 = {"extractor": "stain_stats", "weights_sha256": "", "precision": "fp32", "magnification": 10.0,
+           "patch_size": 128, "overlap": 0.0, "min_tissue": 0.25, "tissue_preset": "default", "tissue_threshold": -1}
+    held = claim_folder(fdir, s10, [], False, {})
+    try:
+        p = subprocess.run([sys.executable, "-m", "dnd_engine.cli", "extract", "--slides", str(slides), "--out",
+                            str(out), "--workers", "0", "--compile", "off", "--device", "cpu", "--quiet",
+                            "--patch-size", "128", "--magnification", "20"],
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    finally:
+        held.release()
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip() == (f"error: another extraction with other settings (10x/128 px) is writing to {fdir}: "
+                                "wait for it to finish or use another --out")
+    assert not list((fdir / "h5_files").glob("*.h5"))
+    assert json.loads((fdir / "extraction.json").read_text())["settings"] == s10

@@ -214,7 +214,9 @@ def cmd_extract(args) -> int:
         results = extract_cohort(args.slides, args.out, cfg, progress=bars.cohort_progress,
                                  slide_progress=bars.slide_progress)
     except SettingsMismatch as exc:    # the folder's files have other settings: refused, nothing written
-        raise exc.with_hints({"files": "use another --out or --overwrite"}) from None
+        raise exc.with_hints({"files": "use another --out or --overwrite",
+                              "outside": "move those files away or use another --out",
+                              "busy": "wait for it to finish or use another --out"}) from None
     finally:
         bars.close()
     dt = time.perf_counter() - t0
