@@ -148,7 +148,6 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     ``mp_context``: how the patch-reading processes start (None: the platform's default); an app passes
     ``forkserver``: forking a process that runs Qt threads can deadlock the child, and copying it stalls the app.
     """
-    from .features import extract_cohort
     say = log or (lambda m: None)
     if heatmaps not in HEATMAP_CHOICES:
         raise DnDError(f"heatmaps must be one of {', '.join(HEATMAP_CHOICES)}")
@@ -172,8 +171,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
         progress(k, len(slides), sp.name)
         try:
             check_slide(card, sp, slide_overrides, base_magnification)
-            r = extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
-                               extractor=enc)[0]
+            r = _extract_one(sp, out, cfg, enc, slide_progress, cancelled, say)
             if r.status == "failed":
                 raise DnDError(r.error)
             written: List[Path] = []
@@ -197,6 +195,22 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                           demo=bool(card.get("demo")))
     progress(len(slides), len(slides), "done")
     return results
+
+
+def _extract_one(sp: Path, out: Path, cfg, enc, slide_progress, cancelled, say):
+    """Features for one slide under ``out/extraction``, or, when that folder holds features of other settings
+    (another model's magnification, patch size, extractor...), under a sibling named after this model's settings
+    (``out/extraction-20x-256px-<hash>``): the user did not choose the folder's settings, so prediction
+    recomputes beside them rather than refuse or mix (see ``features/settings.py``)."""
+    from .features import extract_cohort
+    from .features.settings import SettingsMismatch, settings_folder
+    try:
+        return extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
+                              extractor=enc)[0]
+    except SettingsMismatch as exc:
+        alt = settings_folder(out / "extraction", exc.wanted)
+        say(f"{sp.name}: {out / 'extraction'} holds features of other settings; extracting into {alt.name}")
+        return extract_cohort([sp], alt, cfg, slide_progress=slide_progress, cancelled=cancelled, extractor=enc)[0]
 
 
 def little_tissue_note(attrs) -> str:
@@ -255,7 +269,7 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
         return res
     hdir = ensure_dir(out / "heatmaps")
     with open_slide(slide_path) as slide:
-        tissue = extraction_tissue_mask(out, sid)
+        tissue = _read_mask(Path(features_h5).parents[2] / "tissue" / f"{sid}_mask.png")
         for name, (_m, p, sc) in models.items():
             hm = render_heatmap(slide, coords, ps0, sc, colormap=colormap, tissue=tissue)
             if lm.card.get("demo"):
@@ -275,9 +289,18 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
 
 def extraction_tissue_mask(out: Path, slide_id: str, max_side: Optional[int] = None) -> Optional[np.ndarray]:
     """The boolean tissue mask extraction wrote for ``slide_id`` under ``out`` (so nothing is segmented twice),
-    shrunk to ``max_side`` pixels when larger; None when it is missing or unreadable."""
+    shrunk to ``max_side`` pixels when larger; None when it is missing or unreadable. Looks in ``extraction``
+    and the folders of other settings beside it (:func:`_extract_one`), the newest mask first."""
+    found = [p for p in [Path(out) / "extraction"] + sorted(Path(out).glob("extraction-*"))
+             if (p / "tissue" / f"{slide_id}_mask.png").is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: (p / "tissue" / f"{slide_id}_mask.png").stat().st_mtime_ns)
+    return _read_mask(newest / "tissue" / f"{slide_id}_mask.png", max_side)
+
+
+def _read_mask(path: Path, max_side: Optional[int] = None) -> Optional[np.ndarray]:
     from PIL import Image
-    path = Path(out) / "extraction" / "tissue" / f"{slide_id}_mask.png"
     try:
         with Image.open(path) as img:
             img = img.convert("L")
