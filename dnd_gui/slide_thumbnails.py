@@ -3,7 +3,8 @@
 A folder of slides may be dropped at once; opening each file to read its smallest level takes from milliseconds
 to a second, so it never happens on the UI thread, and one thread at a time keeps it out of the way of the viewer
 and of running jobs. Each file is read in a child process (a crafted slide that makes OpenSlide abort must not
-take the app with it). A slide that cannot be read keeps its blank icon, and ``failed`` says why.
+take the app with it). A slide that cannot be read keeps its blank icon; ``failed`` says so when its reader
+crashed (an ordinary unreadable file is explained when it is opened, and its status line is left alone).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage
 
-from dnd_engine.errors import SlideError
+from dnd_engine.slides.isolated import SlideReaderCrashed
 
 from .background import lower_this_thread
 from .viewer.tile_source import open_reader, rgb_to_qimage
@@ -36,17 +37,17 @@ class _ThumbTask(QRunnable):
         lower_this_thread()
         try:
             image = read_thumbnail(self._path)
-        except SlideError as exc:  # an unreadable slide keeps its blank icon; the list says why
+        except SlideReaderCrashed as exc:  # a crafted or damaged file: the list marks it failed
             self._owner._failed.emit(self._path, str(exc))
             return
-        except Exception:  # noqa: BLE001 - anything else: the blank icon, and opening the slide will say why
+        except Exception:  # noqa: BLE001 - an unreadable slide keeps its blank icon; opening it says why
             return
         self._owner._done.emit(self._path, image)
 
 
 class ThumbnailLoader(QObject):
     ready = Signal(str, QImage)  # path, thumbnail
-    failed = Signal(str, str)    # path, one-line reason the slide cannot be read
+    failed = Signal(str, str)    # path, one-line message: the slide's reader crashed on it
     _done = Signal(str, QImage)
     _failed = Signal(str, str)
 
