@@ -149,7 +149,6 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
     ``mp_context``: how the patch-reading processes start (None: the platform's default); an app passes
     ``forkserver``: forking a process that runs Qt threads can deadlock the child, and copying it stalls the app.
     """
-    from .features import extract_cohort
     say = log or (lambda m: None)
     if heatmaps not in HEATMAP_CHOICES:
         raise DnDError(f"heatmaps must be one of {', '.join(HEATMAP_CHOICES)}")
@@ -173,11 +172,16 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
         progress(k, len(slides), sp.name)
         try:
             check_slide(card, sp, slide_overrides, base_magnification, mp_context=cfg.mp_context)
-            r = extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
-                               extractor=enc)[0]
+            r = _extract_one(sp, out, cfg, enc, slide_progress, cancelled, say)
             if r.status == "failed":
                 raise DnDError(r.error)
-            results.append(_classify(lm, sp, Path(r.features_h5), out, heatmaps, colormap, dev))
+            written: List[Path] = []
+            try:
+                results.append(_classify(lm, sp, Path(r.features_h5), out, heatmaps, colormap, dev, written))
+            except BaseException:
+                for f in written:        # a slide that fails part-way leaves none of its outputs behind
+                    f.unlink(missing_ok=True)
+                raise
             p = results[-1]
             say(f"{p.slide_id}: {p.predicted} ({max(p.probs):.3f}) from {p.n_patches} patches"
                 + (f" \u2014 {p.note}" if p.note else ""))
@@ -192,6 +196,22 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
                           demo=bool(card.get("demo")))
     progress(len(slides), len(slides), "done")
     return results
+
+
+def _extract_one(sp: Path, out: Path, cfg, enc, slide_progress, cancelled, say):
+    """Features for one slide under ``out/extraction``, or, when that folder holds features of other settings
+    (another model's magnification, patch size, extractor...), under a sibling named after this model's settings
+    (``out/extraction-20x-256px-<hash>``): the user did not choose the folder's settings, so prediction
+    recomputes beside them rather than refuse or mix (see ``features/settings.py``)."""
+    from .features import extract_cohort
+    from .features.settings import SettingsMismatch, settings_folder
+    try:
+        return extract_cohort([sp], out / "extraction", cfg, slide_progress=slide_progress, cancelled=cancelled,
+                              extractor=enc)[0]
+    except SettingsMismatch as exc:
+        alt = settings_folder(out / "extraction", exc.wanted)
+        say(f"{sp.name}: {out / 'extraction'} holds features of other settings; extracting into {alt.name}")
+        return extract_cohort([sp], alt, cfg, slide_progress=slide_progress, cancelled=cancelled, extractor=enc)[0]
 
 
 def little_tissue_note(attrs) -> str:
@@ -218,16 +238,22 @@ def model_scores(model: MILModel, bag: torch.Tensor, device) -> tuple:
 
 
 def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, heatmaps: str, colormap: str,
-              device) -> SlidePrediction:
+              device, written: Optional[List[Path]] = None) -> SlidePrediction:
+    """The slide's prediction and heatmaps; each file is added to ``written`` as soon as it exists, so that the
+    caller removes them when the slide fails part-way (a failed row leaves no heatmap behind)."""
+    written = [] if written is None else written
     from .heatmaps import render_heatmap, save_heatmap_png, write_heatmap_geojson
     from .patching.h5io import read_coords_h5
     from .slides import open_slide
+    names = lm.class_names
+    if len(names) != lm.model.n_classes:     # found now, before any output of this slide is written
+        raise DnDError(f"the model card names {len(names)} classes ({', '.join(map(str, names))}) but the model "
+                       f"has {lm.model.n_classes} outputs; the model file's card is wrong")
     bag, coords = load_bag(features_h5, with_coords=True)
     _, attrs = read_coords_h5(features_h5)
     if bag.shape[1] != lm.model.in_dim:
         raise DnDError(f"the model expects {lm.model.in_dim}-d features but {features_h5.name} has {bag.shape[1]}")
     probs, scores = model_scores(lm.model, bag, device)
-    names = lm.class_names
     pred = names[int(np.argmax(probs))]
     sid = features_h5.stem
     ps0 = float(attrs["patch_size_level0"])
@@ -246,7 +272,7 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
     # opened here, in this process, only after extraction read this file's header and thumbnail in a child
     # process without dying; open_slide's precheck has refused the layouts a native reader would abort on
     with open_slide(slide_path) as slide:
-        tissue = extraction_tissue_mask(out, sid)
+        tissue = _read_mask(Path(features_h5).parents[2] / "tissue" / f"{sid}_mask.png")
         for name, (_m, p, sc) in models.items():
             hm = render_heatmap(slide, coords, ps0, sc, colormap=colormap, tissue=tissue)
             if lm.card.get("demo"):
@@ -254,9 +280,11 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
                 hm.overlay = stamp_demo(hm.overlay)
             png = hdir / f"{sid}_{name}_heatmap.png"
             save_heatmap_png(hm, png)
+            written.append(png)
             gj = hdir / f"{sid}_{name}_heatmap.geojson"
             write_heatmap_geojson(gj, coords, ps0, sc, probs=p, class_names=names,
                                   predicted=names[int(np.argmax(p))], model_name=name)
+            written.append(gj)
             res.outputs[f"{name}_png"] = str(png)
             res.outputs[f"{name}_geojson"] = str(gj)
     return res
@@ -264,9 +292,18 @@ def _classify(lm: LoadedModel, slide_path: Path, features_h5: Path, out: Path, h
 
 def extraction_tissue_mask(out: Path, slide_id: str, max_side: Optional[int] = None) -> Optional[np.ndarray]:
     """The boolean tissue mask extraction wrote for ``slide_id`` under ``out`` (so nothing is segmented twice),
-    shrunk to ``max_side`` pixels when larger; None when it is missing or unreadable."""
+    shrunk to ``max_side`` pixels when larger; None when it is missing or unreadable. Looks in ``extraction``
+    and the folders of other settings beside it (:func:`_extract_one`), the newest mask first."""
+    found = [p for p in [Path(out) / "extraction"] + sorted(Path(out).glob("extraction-*"))
+             if (p / "tissue" / f"{slide_id}_mask.png").is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: (p / "tissue" / f"{slide_id}_mask.png").stat().st_mtime_ns)
+    return _read_mask(newest / "tissue" / f"{slide_id}_mask.png", max_side)
+
+
+def _read_mask(path: Path, max_side: Optional[int] = None) -> Optional[np.ndarray]:
     from PIL import Image
-    path = Path(out) / "extraction" / "tissue" / f"{slide_id}_mask.png"
     try:
         with Image.open(path) as img:
             img = img.convert("L")

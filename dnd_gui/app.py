@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from dnd_engine import __version__
 
+from . import crash
 from .background import favour_the_ui_thread, warm_up_imports
 from .classification import DEMO_MODEL
 from .main_window import APP_TITLE, MainWindow
@@ -134,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     app.setWindowIcon(_app_icon())
 
     model = None if args.no_model else (args.model or (DEMO_MODEL if DEMO_MODEL.is_file() else None))
+    # an exception no code caught (a bug) becomes a dialog and a crash log, and the app goes on
+    crash_handler = crash.install()
     window = MainWindow(model=model, theme=args.theme)
+    crash_handler.window = window
     app.installEventFilter(FileOpenHandler(window))
     window.show()
     warm_up_imports()  # torch, openslide and the engine load now, not in the middle of the first task
@@ -147,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             window.add_slide_record(str(Path(extra).resolve()))
         if args.classify:
             window.classify(args.slides)
-    return int(app.exec())
+    try:
+        return int(app.exec())
+    finally:
+        crash_handler.uninstall()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPen
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QGraphicsRectItem, QMainWindow, QMenu,
                                QMessageBox, QScrollArea, QStackedWidget, QTabWidget, QWidget)
 
-from dnd_engine.project import ExtractionPlan, JobRecord, Project, ProjectError, TrainingPlan
+from dnd_engine.errors import DnDError
+from dnd_engine.project import ExtractionPlan, JobBook, JobRecord, Project, ProjectError, TrainingPlan
 from dnd_engine.slides import SLIDE_EXTENSIONS, Slide, is_slide_path
 
 from .context_menus import install_context_menus
@@ -187,6 +188,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self.context_menu: Optional[QMenu] = None  # the last right-click menu (context_menus.py)
         self.slide_actions = SlideActions(self)    # add/remove slides and folders, header, thumbnails, title
+        self.slide_actions.thumbnails.failed.connect(self.mark_unreadable)
         self.toolbar = build_toolbar(self)
         install_context_menus(self)
         self.setAcceptDrops(True)
@@ -332,6 +334,7 @@ class MainWindow(QMainWindow):
         self.view.view_changed.connect(self._refresh_view_status)
         self.view.cursor_moved.connect(self._on_cursor)
         self.view.tile_error.connect(lambda msg: self.statusBar().showMessage(msg, 8000))
+        self.view.reader_crashed.connect(self._on_reader_crashed)
         self.project.slide_activated.connect(self._activate_slide)
         self.project.model_box.load_requested.connect(self.choose_model)
         self.predictions.slide_selected.connect(self._activate_slide)
@@ -396,7 +399,7 @@ class MainWindow(QMainWindow):
         self.last_load_thread_id = result.thread_id
         self._remove_heatmap()
         self.view.scale_bar.approximate = result.info.get("mpp_source") == "objective"
-        self.view.set_slide(result.path, result.info, result.thumbnail)
+        self.view.set_slide(result.path, result.info, result.thumbnail, result.slide)
         self.properties.show_info(result.info)
         self.slide_actions.update_title()
         self.statusBar().showMessage(summary_line(result.info))
@@ -415,9 +418,27 @@ class MainWindow(QMainWindow):
 
     def _on_failed(self, path: str, message: str) -> None:
         if not self.view.has_slide():
-            self.view.set_message(EMPTY_MESSAGE)
+            self.view.set_message(f"{message}\n\n{EMPTY_MESSAGE}")
+        self.mark_unreadable(path, message)
         self._show_error("Cannot open slide", message, "The slide could not be opened")
         self.slide_failed.emit(message)
+
+    def _on_reader_crashed(self, message: str) -> None:
+        """The shown slide's reader process died (a crafted or damaged file): close the slide, say why in the
+        viewer and the list; the rest of the app carries on."""
+        path = self.current_path
+        self.close_slide()
+        self.view.set_message(message)
+        if path:
+            self.mark_unreadable(path, message)
+        self._show_error("Cannot read slide", message, "The slide could not be read")
+        self.slide_failed.emit(message)
+
+    def mark_unreadable(self, path: str, message: str) -> None:
+        """Mark a listed slide failed, with the reason (the message without the file name it starts with)."""
+        if path in self.project.paths():
+            reason = message.split(": ", 1)[1] if message.startswith(Path(path).name + ": ") else message
+            self.project.set_status(path, reason, "failed")
 
     def close_slide(self) -> None:
         self._remove_heatmap()
@@ -959,14 +980,16 @@ class MainWindow(QMainWindow):
             folder = QFileDialog.getExistingDirectory(self, "Open Project", self.settings.last_dir("projects"))
             if not folder:
                 return None
+        # everything that can fail is read before the open project is closed: a broken project leaves it open
         try:
             project = Project.open(folder)
-        except ProjectError as exc:
-            self._show_error("Open Project", str(exc), "This folder is not a project")
+            if self.session is not None and self.session.project.root == project.root:
+                return self.session
+            book = JobBook(project)
+        except (DnDError, OSError) as exc:
+            self._show_error("Open Project", str(exc), "The project could not be opened")
             return None
-        if self.session is not None and self.session.project.root == project.root:
-            return self.session
-        return self._set_project(project)
+        return self._set_project(project, book)
 
     def close_project(self) -> bool:
         """Close the open project; refused (False) while its jobs run and the user does not confirm."""
@@ -985,10 +1008,10 @@ class MainWindow(QMainWindow):
         self._refresh_actions()
         return True
 
-    def _set_project(self, project: Project) -> Optional[ProjectSession]:
+    def _set_project(self, project: Project, book: Optional[JobBook] = None) -> Optional[ProjectSession]:
         if not self.close_project():
             return None
-        session = ProjectSession(project, self.jobs, self)
+        session = ProjectSession(project, self.jobs, self, book=book)
         self.session = session
         session.epoch.connect(self.curves.add_record)
         session.train_started.connect(self._on_train_started)

@@ -16,10 +16,11 @@ from typing import Dict, List, Optional
 
 from PySide6.QtCore import QObject, Signal
 
-from dnd_engine.errors import Cancelled
+from dnd_engine.errors import Cancelled, DnDError
 from dnd_engine.eta import dnd_work_for
-from dnd_engine.project import (ExtractionPlan, JobBook, JobRecord, Project, TrainingPlan, run_extraction,
-                                run_training)
+from dnd_engine.project import (ExtractionPlan, JobBook, JobRecord, Project, ProjectError, TrainingPlan,
+                                run_extraction, run_training)
+from dnd_engine.project.jobs import JOBS
 
 from .background import READER_START    # never ``fork`` a process that runs Qt threads
 from .jobs import Job, JobContext, JobQueue, JobState
@@ -50,11 +51,14 @@ class ProjectSession(QObject):
     job_submitted = Signal(object)  # Job
     train_started = Signal(str, str)  # run folder, title: a training job began (or resumed)
 
-    def __init__(self, project: Project, queue: JobQueue, parent: Optional[QObject] = None):
+    def __init__(self, project: Project, queue: JobQueue, parent: Optional[QObject] = None,
+                 book: Optional[JobBook] = None):
+        """``book``: the project's job book, read beforehand, so that a project whose ``jobs.json`` is broken
+        fails before the open project is closed."""
         super().__init__(parent)
         self.project = project
         self.queue = queue
-        self.book = JobBook(project)
+        self.book = book if book is not None else JobBook(project)
         self.jobs: Dict[str, Job] = {}   # record id → its job in this session
         self._broken_groups: set = set()
         self._curves_job: Optional[Job] = None   # the training job whose epochs the curves show
@@ -75,13 +79,33 @@ class ProjectSession(QObject):
                                          {"training": training.to_dict(), "method": method, "group": group}))
         return [self._submit(r) for r in records]
 
+    def _plan(self, rec: JobRecord):
+        """The checked plan a record is run from (and, for training, its method). The job book checked the
+        types on load; a record may still lack its settings or hold values the plan refuses (a hand-edited
+        ``jobs.json``): then the job fails in its row with this message, and nothing runs."""
+        key = "extraction" if rec.kind == "extract" else "training"
+        settings = rec.spec.get(key)
+        if not isinstance(settings, dict):
+            raise ProjectError(f"{rec.id} in {JOBS} keeps no {key} settings; launch it again from the wizard")
+        try:
+            if rec.kind == "extract":
+                return ExtractionPlan.from_dict(settings).validate(), None
+            plan, method = TrainingPlan.from_dict(settings).validate(), str(rec.spec.get("method", ""))
+        except DnDError as exc:
+            raise ProjectError(f"{rec.id} in {JOBS}: {exc}") from None
+        if method not in plan.methods:
+            raise ProjectError(f"{rec.id} in {JOBS}: method {method!r} is not one of its plan's {plan.methods}")
+        return plan, method
+
     def _job_fn(self, rec: JobRecord):
-        if rec.kind == "extract":
-            fn = _extract_fn(self.project, ExtractionPlan.from_dict(rec.spec["extraction"]))
-        elif rec.kind == "train":
-            fn = _train_fn(self.project, TrainingPlan.from_dict(rec.spec["training"]), str(rec.spec["method"]))
-        else:
+        if rec.kind not in ("extract", "train"):
             raise ValueError(f"unknown job kind {rec.kind!r}")
+
+        def fn(ctx: JobContext):
+            plan, method = self._plan(rec)   # on the worker: a record that cannot run fails in its row
+            if rec.kind == "extract":
+                return _extract_fn(self.project, plan)(ctx)
+            return _train_fn(self.project, plan, method)(ctx)
         group = str(rec.spec.get("group", ""))
         prerequisite = rec.kind in PREREQUISITE_KINDS
 
@@ -103,8 +127,8 @@ class ProjectSession(QObject):
         if rec.kind != "train":
             return None
         try:
-            plan = TrainingPlan.from_dict(rec.spec["training"])
-            return dnd_work_for(plan.dnd_config(str(rec.spec["method"])), plan.folds)
+            plan, method = self._plan(rec)
+            return dnd_work_for(plan.dnd_config(method), plan.folds)
         except Exception:   # an estimate is never a reason not to run the job
             return None
 
@@ -136,8 +160,11 @@ class ProjectSession(QObject):
             self.book.mark(rec.id, "running", job.message)
             if rec.kind == "train":
                 self._curves_job = job
-                plan = TrainingPlan.from_dict(rec.spec["training"])
-                self.train_started.emit(str(plan.run_dir(self.project, str(rec.spec["method"]))), rec.title)
+                try:
+                    plan, method = self._plan(rec)
+                except DnDError:
+                    return   # the job itself fails with the reason, in its row
+                self.train_started.emit(str(plan.run_dir(self.project, method)), rec.title)
 
     def _on_finished(self, job: Job) -> None:
         rec_id = job.meta["record"]

@@ -1,5 +1,8 @@
 """Open a slide and render its thumbnail on a worker thread, so a slow or broken file never freezes the window.
 
+The slide is read in a child process (:class:`~dnd_engine.slides.isolated.IsolatedSlide`): a crafted file that
+makes OpenSlide abort kills that process, and the user sees a one-line error instead of losing the app.
+
 Only the newest request counts: a result that arrives after a later ``load()`` is dropped and its slide closed.
 Workers emit on private signals; the GUI-thread slots below turn those into the public ``loaded``/``failed``.
 """
@@ -11,25 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage
 
 from dnd_engine.errors import SlideError
-from dnd_engine.slides import Slide, open_slide
+from dnd_engine.slides.isolated import IsolatedSlide
 from dnd_engine.slides.overrides import MagnificationOverride
 
-from .viewer.tile_source import rgb_to_qimage
+from .viewer.tile_source import open_reader, rgb_to_qimage
 
 THUMBNAIL_MAX_SIZE = 1024  # the minimap and the picture under the tiles while they load
 
 
 @dataclass
 class LoadedSlide:
-    """What a finished load hands to the GUI thread; the receiver owns ``slide`` and must close it."""
+    """What a finished load hands to the GUI thread; the receiver owns ``slide`` and must close it (the viewer
+    reads its tiles through the same reader process)."""
 
     path: str
-    slide: Slide
+    slide: IsolatedSlide
     thumbnail: QImage
     info: dict
     thread_id: int  # threading.get_ident() of the worker that did the reading
@@ -37,12 +40,12 @@ class LoadedSlide:
 
 def load_slide(path: str, max_size: int = THUMBNAIL_MAX_SIZE,
                override: Optional[MagnificationOverride] = None) -> LoadedSlide:
-    """Open ``path`` (with the objective power / pixel size the user set, if any) and render a thumbnail; raises
-    :class:`SlideError` for anything unreadable."""
-    slide = open_slide(path, objective_power=override.objective_power if override else None,
-                       mpp=override.mpp if override else None)
+    """Open ``path`` (with the objective power / pixel size the user set, if any) in a reader process and render a
+    thumbnail; raises :class:`SlideError` for anything unreadable, the reader's crash included."""
+    slide = open_reader(path, objective_power=override.objective_power if override else None,
+                        mpp=override.mpp if override else None)
     try:
-        thumbnail = rgb_to_qimage(np.asarray(slide.get_thumbnail(max_size).convert("RGB")))
+        thumbnail = rgb_to_qimage(slide.thumbnail_array(max_size))
         info = slide.info()
     except BaseException:
         slide.close()

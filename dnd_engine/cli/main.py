@@ -194,6 +194,7 @@ class _Bars:
 
 def cmd_extract(args) -> int:
     from ..features import ExtractConfig, extract_cohort, feature_dir_for
+    from ..features.settings import SettingsMismatch
     cfg = ExtractConfig(
         extractor=args.extractor, weights=args.weights, magnification=args.magnification,
         patch_size=args.patch_size, overlap=args.overlap, min_tissue=args.min_tissue,
@@ -212,6 +213,10 @@ def cmd_extract(args) -> int:
     try:
         results = extract_cohort(args.slides, args.out, cfg, progress=bars.cohort_progress,
                                  slide_progress=bars.slide_progress)
+    except SettingsMismatch as exc:    # the folder's files have other settings: refused, nothing written
+        raise exc.with_hints({"files": "use another --out or --overwrite",
+                              "outside": "move those files away or use another --out",
+                              "busy": "wait for it to finish or use another --out"}) from None
     finally:
         bars.close()
     dt = time.perf_counter() - t0

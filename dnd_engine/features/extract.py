@@ -16,8 +16,8 @@ result says which read it and why.
 from __future__ import annotations
 
 import csv
+import functools
 import io
-import json
 import logging
 import os
 import time
@@ -34,10 +34,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..atomic import atomic_path, ensure_dir, write_text_atomic
+from ..atomic import atomic_path, ensure_dir, remove_stale_temps, write_text_atomic
 from ..child_pool import ChildPool
 from ..device import resolve_device
 from ..errors import Cancelled, DnDError
+from ..lifeline import reader_init
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
 from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
 from ..slides import is_slide_path
@@ -48,6 +49,7 @@ from ..slides.tiles import COMPRESSION_JPEG, RawBlock, TilesNotEligible, TileSpe
 from .device_decode import DeviceDecoder, resolve_share
 from .patch_dataset import PatchReader, PatchRequest, TileBand, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
+from .settings import check_folder, claim_folder, run_settings, same_slide_scale
 from .registry import Extractor, build_extractor
 
 log = logging.getLogger(__name__)
@@ -195,7 +197,7 @@ def _prepare_slide(index: int, slide_path: Path, out_dir: Path, config: ExtractC
                             fallback_magnification=config.base_magnification) as slide:
         sid = slide.id
         paths = _output_paths(out_dir, config.extractor, sid)
-        if not config.overwrite and paths["h5"].exists() and _same_scale(paths["h5"], slide):
+        if not config.overwrite and paths["h5"].exists() and same_slide_scale(paths["h5"], slide.objective_power):
             if not paths["pt"].exists():          # a crash between the two renames: rebuild the .pt from the h5
                 write_pt_from_h5(paths["h5"], paths["pt"])
             with h5py.File(paths["h5"], "r") as f:
@@ -228,19 +230,6 @@ def _prepare_in_child(index: int, slide_path: Path, out_dir: Path, config: Extra
     return _prepare_slide(index, slide_path, out_dir, config, out_size)
 
 
-def _same_scale(h5_path: Path, slide) -> bool:
-    """Whether features on disk were cut at the slide's current base magnification: a user who corrects a
-    slide's objective power must not get the old patches back. Files without the attribute count as the same."""
-    try:
-        with h5py.File(h5_path, "r") as f:
-            old = f["coords"].attrs.get("level0_magnification") if "coords" in f else None
-    except (OSError, KeyError):
-        return True
-    if old is None or slide.objective_power is None:
-        return True
-    return abs(float(old) - float(slide.objective_power)) < 1e-6
-
-
 def _choose_reader(slide, grid: PatchGrid, out_size: int, mode: str, info: dict) -> Optional[TileSpec]:
     """The tile reader's plan for this slide, or None for read_region; records the choice in ``info``
     (``reader``, and ``reader_note``: why the tile reader was not used) and in the log."""
@@ -262,7 +251,8 @@ def _choose_reader(slide, grid: PatchGrid, out_size: int, mode: str, info: dict)
 
 
 def _file_attrs(extractor: Extractor, config: ExtractConfig, plan: _SlidePlan) -> dict:
-    return {
+    """The features file's attributes: what it is, and the settings it was made with (see settings.py)."""
+    return {**run_settings(config, extractor),
         "extractor": extractor.name, "feature_dim": extractor.dim, "precision": extractor.precision,
         "weights_sha256": extractor.weights_sha256() or "", "slide_id": plan.slide_id,
         "slide_path": str(plan.path), "magnification": config.magnification, "patch_size": config.patch_size,
@@ -302,7 +292,8 @@ def _loader(sampler, config: ExtractConfig, device: torch.device, workers: int) 
     kw = dict(batch_sampler=sampler, num_workers=workers, collate_fn=collate_patches,
               pin_memory=device.type == "cuda")
     if workers > 0:
-        kw.update(prefetch_factor=4, persistent_workers=False)
+        kw.update(prefetch_factor=4, persistent_workers=False,
+                  worker_init_fn=functools.partial(reader_init, os.getpid()))   # readers die with us
         if config.mp_context:
             kw.update(multiprocessing_context=config.mp_context)
     return DataLoader(PatchReader(), **kw)
@@ -500,6 +491,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     config.tissue_params()  # validate the preset before the first slide
     out_dir = ensure_dir(out_dir)
     fdir = ensure_dir(feature_dir_for(out_dir, config.extractor))
+    remove_stale_temps(out_dir / "patches", out_dir / "tissue", fdir, fdir / "h5_files", fdir / "pt_files")
     if extractor is None:
         extractor = build_extractor(config.extractor, config.weights, device=resolve_device(config.device),
                                     precision=config.precision)
@@ -509,6 +501,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise DnDError(f"reader must be one of {', '.join(READERS)}, got {config.reader!r}")
     if config.compile not in ("auto", "on", "off"):
         raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
+    check_folder(fdir, run_settings(config, extractor), [slide_id(p) for p in paths], config.overwrite)  # early
     if config.compile != "off" and not extractor.compiled:
         if not extractor.enable_compile(config.batch_size) and config.compile == "on":
             why = ("int8 runs eagerly (use --precision fp32 to compile)" if extractor.precision == "int8" else
@@ -516,11 +509,13 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
             raise DnDError(f"cannot torch.compile '{extractor.name}': {why}; use --compile off")
     device = extractor.device
     raw_share = resolve_share(config.device_decode, device)
-    write_text_atomic(fdir / "extraction.json", json.dumps({
+    # compares this run's settings with the folder's files and any run writing there, then writes extraction.json;
+    # refuses (SettingsMismatch, nothing written) rather than mix settings in one folder
+    claim = claim_folder(fdir, run_settings(config, extractor), [slide_id(p) for p in paths], config.overwrite, {
         "config": asdict(config), "extractor_dim": extractor.dim, "precision": extractor.precision,
         "compiled": extractor.compiled,
         "device": str(device), "weights_sha256": extractor.weights_sha256() or "", "dnd_version": __version__,
-    }, indent=2))
+    })
 
     results: dict[int, SlideResult] = {}
     n_slides = len(paths)
@@ -590,21 +585,28 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
                     results[i] = SlideResult(plan.slide_id, str(plan.path), "cancelled",
                                              error="cancelled by the user")
             _write_summary(fdir, [results[k] for k in sorted(results)])
+            claim.release()
             raise
         except RuntimeError as exc:
-            if not reader_died(exc):
-                _abort_writers(stream)
-                raise
             _abort_writers(stream)
+            if not reader_died(exc):
+                claim.release()
+                raise
             # the dead reader stays registered with torch's SIGCHLD handler until its loader shuts down, and
             # would fail the next round at random: shut it down before that round starts
             getattr(loader_it, "_shutdown_workers", lambda: None)()
-            _after_reader_crash(exc, stream, rnd, rounds, results, on_result)
+            try:
+                _after_reader_crash(exc, stream, rnd, rounds, results, on_result)
+            except BaseException:
+                claim.release()
+                raise
         except BaseException:
             for plan in stream.plans.values():
                 if plan.writer is not None:
                     plan.writer.abort()
+            claim.release()
             raise
+    claim.release(finished=True)
     if extractor.int8 is not None:
         log.info("encoder: %s", extractor.int8.summary())
     elif extractor.int8_given_up:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
-from ..atomic import _UMASK, atomic_path, ensure_dir
+from ..atomic import _UMASK, atomic_path, temp_path
 from ..errors import DnDError
 
 
@@ -23,10 +22,7 @@ class FeatureWriter:
         self.final_h5, self.final_pt = Path(final_h5), Path(final_pt)
         self.n = int(len(coords))
         self.written = np.zeros(self.n, dtype=bool)
-        ensure_dir(self.final_h5.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.final_h5.name}.", suffix=".part", dir=self.final_h5.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_path(self.final_h5)     # named after this process: a killed run's is removed later
         self.f = h5py.File(self.tmp, "w")
         self.features = self.f.create_dataset("features", shape=(self.n, dim), dtype=np.float32,
                                               chunks=(min(self.n, max(1, 2 ** 20 // (4 * dim))), dim))

@@ -18,10 +18,13 @@ from typing import Dict, List, Optional
 
 from ..atomic import write_json_atomic
 from .manifest import Project, ProjectError, now_iso
+from .schema import Field, Invalid, check_document, dataclass_fields, integer, one_of, split_record, text
+from .tasks import ExtractionPlan, TrainingPlan
 
 JOBS = "jobs.json"
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
+KINDS = ("extract", "train")
 
 
 @dataclass
@@ -37,10 +40,63 @@ class JobRecord:
     session: str = ""
     pid: int = 0
     attempts: int = 0
+    # keys of the record this version does not know: kept on save, never used
+    unknown_keys: Dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_dict(self) -> Dict[str, object]:
+        data = asdict(self)
+        extra = data.pop("unknown_keys")
+        return {**extra, **data}
 
     @property
     def resumable(self) -> bool:
         return self.state in ("interrupted", "failed", "cancelled")
+
+
+_RECORD_FIELDS = {
+    "id": Field(text("a job id (text)", empty=False), required=True),
+    "kind": Field(one_of(KINDS), required=True),
+    "title": Field(text()),
+    "spec": Field(lambda v, w: v, required=True),   # checked by _check_spec, which knows the kind
+    "state": Field(one_of(STATES)),
+    "message": Field(text()),
+    "created": Field(text("a date (text)")),
+    "updated": Field(text("a date (text)")),
+    "session": Field(text()),
+    "pid": Field(integer(0, 2**31 - 1, what="a process id (a whole number \u2265 0)")),
+    "attempts": Field(integer(0)),
+}
+_SPEC_FIELDS = {"group": Field(text()), "method": Field(text("a method name (text)", empty=False))}
+_PLANS = {"extract": ("extraction", ExtractionPlan), "train": ("training", TrainingPlan)}
+
+
+def _check_spec(kind: str, spec: object, where: str) -> None:
+    """The settings a job is resumed from. A record may lack them (it is listed, and fails with a message if
+    resumed); what is there must rebuild its plan: right types, no unknown settings."""
+    split_record(spec, where, _SPEC_FIELDS, what="an object (the job's settings)")
+    key, plan = _PLANS[kind]
+    if key in spec:
+        split_record(spec[key], f"{where}.{key}", dataclass_fields(plan), unknown="refuse",
+                     what=f"an object (the {key} settings)")
+
+
+def _check_records(data: object, where: str) -> List[JobRecord]:
+    if not isinstance(data, dict):
+        raise Invalid(where, "an object with a 'jobs' list", data)
+    jobs = data.get("jobs", [])
+    if not isinstance(jobs, list):
+        raise Invalid("jobs", "a list of job records", jobs)
+    records, seen = [], set()
+    for i, item in enumerate(jobs):
+        at = f"jobs[{i}]"
+        known, extra = split_record(item, at, _RECORD_FIELDS, what="an object (a job record)")
+        _check_spec(known["kind"], known["spec"], f"{at}.spec")
+        if known["id"] in seen:
+            raise Invalid(f"{at}.id", "unique", known["id"], f"another job has the id {known['id']!r}")
+        seen.add(known["id"])
+        known.setdefault("title", known["kind"])
+        records.append(JobRecord(**known, unknown_keys=extra))
+    return records
 
 
 def _pid_alive(pid: int) -> bool:
@@ -63,6 +119,7 @@ class JobBook:
         self.path = project.root / JOBS
         self.session = uuid.uuid4().hex
         self._lock = threading.Lock()
+        self._unknown: Dict[str, object] = {}   # top-level keys of jobs.json this version does not know
         self.records: List[JobRecord] = self._load()
         self._recover()
 
@@ -71,12 +128,14 @@ class JobBook:
             return []
         try:
             data = json.loads(self.path.read_text())
-            return [JobRecord(**r) for r in data.get("jobs", [])]
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ProjectError(f"{self.path}: unreadable job list ({exc})") from None
+        records = check_document(data, _check_records, JOBS, ProjectError)
+        self._unknown = {k: v for k, v in data.items() if k != "jobs"}
+        return records
 
     def _save(self) -> None:
-        write_json_atomic(self.path, {"jobs": [asdict(r) for r in self.records]})
+        write_json_atomic(self.path, {**self._unknown, "jobs": [r.to_dict() for r in self.records]})
 
     def _recover(self) -> None:
         changed = False
@@ -90,7 +149,7 @@ class JobBook:
     # --- records -----------------------------------------------------------------------------------------
     def add(self, kind: str, title: str, spec: Dict[str, object]) -> JobRecord:
         with self._lock:
-            n = 1 + max((int(r.id.split("-")[-1]) for r in self.records if r.id.split("-")[-1].isdigit()),
+            n = 1 + max((int(r.id.split("-")[-1]) for r in self.records if r.id.split("-")[-1].isdecimal()),
                         default=0)
             rec = JobRecord(id=f"job-{n:04d}", kind=kind, title=title, spec=spec, session=self.session,
                             pid=os.getpid())

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Dict, List, Optional
 
 from ..atomic import atomic_path, ensure_dir, write_json_atomic
@@ -23,6 +23,8 @@ from ..errors import DnDError
 from ..features.extract import find_slides
 from ..slides.overrides import MagnificationOverride, OverrideTable
 from ..slides.slide import is_slide_path, slide_id
+from .schema import (Field, Invalid, check_document, dataclass_fields, dict_of, list_of, number, optional, record,
+                     split_record, text)
 
 MANIFEST = "project.json"
 FORMAT = 1
@@ -31,6 +33,60 @@ LABELS = "labels.csv"
 
 class ProjectError(DnDError):
     pass
+
+
+def _slide_path(value, where):
+    """An absolute path to a file of a slide type: what :meth:`Project.set_slides` stores (never a folder)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(where, "a slide path", value)
+    # absolute on either system: a project saved on Windows and opened on Linux lists its slides as missing
+    absolute = PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()
+    if not absolute or not is_slide_path(value):
+        raise Invalid(where, "the absolute path of a slide file (.svs, .tif, .ndpi, \u2026)", value)
+    return value
+
+
+def _inside_project(value, where):
+    """A relative path that stays inside the project (labels are copied in; "../x" or "/etc/x" is not ours)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(where, "a file name inside the project (e.g. 'labels.csv')", value)
+    p = Path(value)
+    if p.is_absolute() or ".." in p.parts:
+        raise Invalid(where, "a file name inside the project (e.g. 'labels.csv')", value)
+    return value
+
+
+_PATH = text("a path", empty=False)
+
+
+def _extraction_settings(value, where):
+    """The extraction the project last ran, which the wizard starts from: each setting of its type (a newer app's
+    unknown settings are kept; the wizard then starts from the defaults)."""
+    from .tasks import ExtractionPlan   # tasks imports this module
+    return record(dataclass_fields(ExtractionPlan), "an object (the extraction's settings)")(value, where)
+
+
+def _override_entry(value, where):
+    known, extra = split_record(value, where, {
+        "objective_power": Field(optional(number(what="a number (the objective power, e.g. 20)"))),
+        "mpp": Field(optional(number(what="a number (the pixel size in \u00b5m/px, e.g. 0.5)"))),
+        "name": Field(optional(text()))}, what="an object ({'objective_power' or 'mpp', 'name'})")
+    return {**extra, **known}
+
+
+#: project.json, field by field (unknown keys are kept as they are, and ignored)
+MANIFEST_FIELDS = {
+    "name": Field(text("a string (the project's name)")),
+    "created": Field(text("a date (text)")),
+    "slides": Field(list_of(_slide_path, "a list of slide paths")),
+    "labels": Field(optional(_inside_project)),
+    "labels_source": Field(optional(text("a path"))),
+    "features": Field(optional(_PATH)),
+    "extraction": Field(_extraction_settings),
+    "runs": Field(list_of(_PATH, "a list of run folders")),
+    "model": Field(optional(_PATH)),
+    "slide_overrides": Field(dict_of(_override_entry, "an object (slide identity \u2192 its magnification)")),
+}
 
 
 def now_iso() -> str:
@@ -52,6 +108,8 @@ class Project:
     # objective power / pixel size users set for slides whose files lack them: slide identity → entry
     # (dnd_engine.slides.overrides.OverrideTable; keyed by content, not name, so moved slides keep theirs)
     slide_overrides: Dict[str, dict] = field(default_factory=dict)
+    # keys of project.json this version does not know (a newer app's): kept on save, never used
+    unknown_keys: Dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     # --- create / open / save ----------------------------------------------------------------------------
     @classmethod
@@ -81,15 +139,32 @@ class Project:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ProjectError(f"{path}: not a project manifest of format {FORMAT} "
                                f"(found {data.get('format') if isinstance(data, dict) else type(data).__name__})")
-        known = {k: data[k] for k in ("name", "created", "slides", "labels", "labels_source", "features",
-                                      "extraction", "runs", "model", "slide_overrides") if k in data}
-        if not isinstance(known.get("slide_overrides", {}), dict):
-            known.pop("slide_overrides")
-        return cls(root=root, **known)
+        checked = cls.check_manifest(data)
+        checked.setdefault("name", root.name)   # a hand-written manifest may leave it out: the folder names it
+        return cls(root=root, **checked)
+
+    @staticmethod
+    def check_manifest(data: dict) -> Dict[str, object]:
+        """The constructor's keyword arguments from a manifest's JSON, every field checked (type, range, paths);
+        a wrong one is a :class:`ProjectError` naming it. Unknown keys go to ``unknown_keys``."""
+        known, extra = check_document(data, lambda value, where: split_record(value, where, MANIFEST_FIELDS),
+                                      MANIFEST, ProjectError)
+        ids: Dict[str, str] = {}
+        for p in known.get("slides", []):
+            sid = slide_id(p)
+            if sid in ids:
+                raise ProjectError(f"{MANIFEST}: 'slides' links two slides with the id {sid!r} "
+                                   f"({ids[sid]} and {p}); their feature files would overwrite each other")
+            ids[sid] = p
+        for key in ("format", "app", "saved"):   # written by save() on every save: not carried over
+            extra.pop(key, None)
+        return {**known, "unknown_keys": extra}
 
     def save(self) -> None:
-        data = {"format": FORMAT, "app": "D&D Studio", "saved": now_iso(), **asdict(self)}
-        data.pop("root")
+        known = asdict(self)
+        known.pop("root")
+        data = {**self.unknown_keys, "format": FORMAT, "app": "D&D Studio", "saved": now_iso(),
+                **{k: v for k, v in known.items() if k != "unknown_keys"}}
         write_json_atomic(self.root / MANIFEST, data)
 
     # --- paths -------------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from ..dnd.crossval import CVSettings, DnDCVResult, run_dnd_cv
 from ..dnd.presets import PRESETS, apply_overrides, preset_config
 from ..errors import DnDError
 from ..features.extract import ExtractConfig, extract_cohort, feature_dir_for
-from ..features.registry import get_spec, list_extractors
+from ..features.registry import build_extractor, get_spec, list_extractors
+from ..device import resolve_device
+from ..features.settings import SettingsMismatch, settings_folder
 from ..models import model_names
 from ..progress import CancelFn, ProgressFn
 from ..slides.overrides import open_with_override
@@ -222,7 +224,8 @@ def check_weights(extractor: str, weights: Optional[str]) -> str:
 def run_extraction(project: Project, plan: ExtractionPlan, *, progress: Optional[ProgressFn] = None,
                    slide_progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None,
                    log: Optional[Callable[[str], None]] = None, mp_context: Optional[str] = None) -> Path:
-    """Extract the project's labelled slides into ``features/``; finished slides are skipped on a rerun.
+    """Extract the project's labelled slides into ``features/``; finished slides are skipped on a rerun. When
+    ``features/`` holds features of other settings, into ``features-<settings>/`` beside it (settings.py).
 
     ``mp_context``: how reading processes start; the app passes ``forkserver`` (forking a process that runs Qt
     threads can deadlock the child)."""
@@ -242,9 +245,22 @@ def run_extraction(project: Project, plan: ExtractionPlan, *, progress: Optional
     config = plan.config()
     config.mp_context = mp_context
     config.slide_overrides = project.overrides_by_path()
-    results = extract_cohort([slides[s] for s in sorted(slides)], out, config,
-                             progress=progress or (lambda *a: None), slide_progress=slide_progress or
-                             (lambda *a: None), cancelled=cancelled)
+    encoder = build_extractor(config.extractor, config.weights, device=resolve_device(config.device),
+                              precision=config.precision)      # built once, whichever folder it writes to
+
+    def run(folder: Path):
+        return extract_cohort([slides[s] for s in sorted(slides)], folder, config,
+                              progress=progress or (lambda *a: None), slide_progress=slide_progress or
+                              (lambda *a: None), cancelled=cancelled, extractor=encoder)
+
+    try:
+        results = run(out)
+    except SettingsMismatch as exc:
+        # features/ holds another plan's features (trained runs may rest on them): this plan's go beside them,
+        # in a folder named after its settings, never mixed in (a resumed job finds the same folder)
+        out = settings_folder(out, exc.wanted)
+        say(f"{exc.body}; extracting this plan's features into {out.name}")
+        results = run(out)
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         say(f"{r.slide_id}: failed — {r.error}")

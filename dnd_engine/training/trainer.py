@@ -6,12 +6,22 @@ reloaded at the end. Differences: the first epoch always counts as an improvemen
 would never save when validation accuracy stays 0); early stopping with patience is optional (off by default,
 as theirs); the shuffling and dropout RNG is re-seeded from (seed, epoch) every epoch, so a resumed run is
 bit-identical to an uninterrupted one.
+
+A checkpoint is one atomic commit: the weights and optimizer files carry the epoch in their names
+(``last.e7.safetensors``), ``state.json`` is renamed into place last and names the files it belongs to, and
+only then is ``best.safetensors`` (the name other code reads) refreshed and the files of older checkpoints
+removed. A kill at any point leaves either the old checkpoint or the new one, never a mix; resuming reads
+``state.json`` and the files it names (folders written before the names still resume).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_path, ensure_dir, write_json_atomic, write_text_atomic
+from ..atomic import atomic_path, ensure_dir, remove_stale_temps, write_json_atomic, write_text_atomic
 from ..bags import BagDataset
 from ..device import resolve_device
 from ..errors import DnDError
@@ -164,6 +174,68 @@ def _load_weights(model: MILModel, path: Path) -> None:
     model.load_state_dict(load_file(str(path)), strict=True)
 
 
+#: test hook: "<epoch>:<step>" kills the process right after that step of that epoch's checkpoint write
+KILL_IN_CHECKPOINT_ENV = "DND_TEST_KILL_IN_CHECKPOINT"
+CHECKPOINT_STEPS = 7     # last, optimizer, best, metrics, state (the commit), best.safetensors, clean-up
+_CHECKPOINT_FILE = re.compile(r"^(last|optimizer|best)\.e\d+\.safetensors$")
+_LEGACY = {"last": "last.safetensors", "optimizer": "optimizer.safetensors", "best": "best.safetensors"}
+
+
+def _step_done(epoch: int, step: int) -> None:
+    """Where the kill tests die: every step of the checkpoint write must be safe to be killed after."""
+    if os.environ.get(KILL_IN_CHECKPOINT_ENV) == f"{epoch}:{step}":
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """``dst`` becomes the same content as ``src``, atomically (a hard link where the file system has them);
+    nothing is written when it already is."""
+    if src == dst or (dst.is_file() and (os.path.samefile(src, dst) or (
+            src.stat().st_size == dst.stat().st_size and src.read_bytes() == dst.read_bytes()))):
+        return
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _remove_stale_checkpoints(out: Path, keep: set) -> None:
+    """Remove the checkpoint files that are not in ``keep`` (the ones state.json names): a kill left them, or
+    an older checkpoint owned them. ``best.safetensors`` is never removed (it is what loaders read)."""
+    for p in out.iterdir():
+        if (_CHECKPOINT_FILE.match(p.name) or p.name in (_LEGACY["last"], _LEGACY["optimizer"])) \
+                and p.name not in keep:
+            p.unlink(missing_ok=True)
+
+
+def _write_checkpoint(out: Path, model: MILModel, opt: torch.optim.Optimizer, epoch: int, tag: str,
+                      history: List[Dict[str, object]], state: Dict[str, object], best: Optional[tuple],
+                      best_file: str) -> str:
+    """One checkpoint as one commit (see the module's docstring); ``best`` is (epoch, weights) when the best
+    weights changed since the last checkpoint. Returns the name of the best weights' file it committed."""
+    files = {"last": f"last.e{epoch}.safetensors", "optimizer": f"optimizer.e{epoch}.safetensors"}
+    save_model(model, out / files["last"], {"epoch": epoch, "tag": tag})
+    _step_done(epoch, 1)
+    _save_optimizer(opt, out / files["optimizer"])
+    _step_done(epoch, 2)
+    if best is not None:
+        best_file = f"best.e{best[0]}.safetensors"
+        save_model(model, out / best_file, {"epoch": best[0], "tag": tag}, state=best[1])
+    files["best"] = best_file
+    _step_done(epoch, 3)
+    write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))  # lines past
+    _step_done(epoch, 4)                                   # state's epoch are ignored on resume
+    write_json_atomic(out / "state.json", {**state, "files": files})       # the commit
+    _step_done(epoch, 5)
+    _publish(out / best_file, out / "best.safetensors")
+    _step_done(epoch, 6)
+    _remove_stale_checkpoints(out, set(files.values()))
+    _step_done(epoch, 7)
+    return best_file
+
+
 def finite_or_none(x: float) -> Optional[float]:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
@@ -175,8 +247,9 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> TrainResult:
     """Train ``model`` in place; on return it holds the selected weights (in eval mode).
 
-    With ``out_dir``: a checkpoint — ``last.safetensors`` + ``optimizer.safetensors`` + ``state.json``,
-    ``best.safetensors`` (the selected epoch so far), ``metrics.jsonl`` (one JSON object per epoch) — after an
+    With ``out_dir``: a checkpoint — ``last.e<epoch>.safetensors`` + ``optimizer.e<epoch>.safetensors`` +
+    ``state.json`` (naming them), ``best.safetensors`` (the selected epoch so far; ``best.e<epoch>`` is its
+    committed copy), ``metrics.jsonl`` (one JSON object per epoch) — after an
     epoch once ``checkpoint_seconds`` have passed since the previous one, and after the last epoch (0: every
     epoch). Each epoch's RNG comes from (seed, epoch), so resuming from any checkpoint is exact; a short
     interval only costs time on small cohorts, where writing the files takes longer than the epoch.
@@ -204,22 +277,32 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
     best_saved = True
     last_checkpoint = time.perf_counter()
     out = ensure_dir(out_dir) if out_dir is not None else None
+    if out is not None:
+        remove_stale_temps(out)                # temporary files of a killed run
     fp = _fingerprint(model, cfg, train_ds, val_ds, tag)
+    best_file = _LEGACY["best"]     # the committed best weights' file (state.json names it)
     if out is not None and (out / "state.json").is_file():
         state = json.loads((out / "state.json").read_text())
         if state.get("fingerprint") != fp:
             raise DnDError(f"{out} holds a different training run (other data or settings); "
                            "choose another output folder or delete it")
-        _load_weights(model, out / "last.safetensors")
-        _load_optimizer(opt, out / "optimizer.safetensors")
+        files = state.get("files") or _LEGACY    # a folder from before the names: the fixed ones
+        _load_weights(model, out / files["last"])
+        _load_optimizer(opt, out / files["optimizer"])
+        best_file = files["best"]
+        if (out / best_file).is_file():
+            _publish(out / best_file, out / "best.safetensors")   # a kill may have come before it was refreshed
+        _remove_stale_checkpoints(out, set(files.values()))
         best_score = state["best_score"] if state["best_score"] is not None else -math.inf
         best_epoch, since_best, start = state["best_epoch"], state["since_best"], state["epoch"]
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line][:start]
         if state.get("done"):
-            if (out / "best.safetensors").is_file():
-                _load_weights(model, out / "best.safetensors")
+            if (out / best_file).is_file():
+                _load_weights(model, out / best_file)
             model.eval()
             return TrainResult(best_epoch, history, resumed_from=start, stopped_early=state.get("stopped_early"))
+    elif out is not None:
+        _remove_stale_checkpoints(out, set())     # files of a first checkpoint killed before its commit
     resumed_from = start
 
     n = len(train_ds)
@@ -282,16 +365,12 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best_saved = False
         if out is not None and (done or time.perf_counter() - last_checkpoint >= checkpoint_seconds):
-            if not best_saved:
-                save_model(model, out / "best.safetensors", {"epoch": best_epoch, "tag": tag}, state=best_state)
-                best_saved = True
-            save_model(model, out / "last.safetensors", {"epoch": epoch, "tag": tag})
-            _save_optimizer(opt, out / "optimizer.safetensors")
-            write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-            write_json_atomic(out / "state.json", {
+            best_file = _write_checkpoint(out, model, opt, epoch, tag, history, {
                 "fingerprint": fp, "epoch": epoch, "best_epoch": best_epoch,
                 "best_score": best_score if math.isfinite(best_score) else None, "since_best": since_best,
-                "done": done, "stopped_early": stopped_early, "selection": selection})
+                "done": done, "stopped_early": stopped_early, "selection": selection},
+                None if best_saved else (best_epoch, best_state), best_file)
+            best_saved = True
             last_checkpoint = time.perf_counter()
         if on_epoch is not None:
             on_epoch(dict(record))
@@ -300,6 +379,6 @@ def train_model(model: MILModel, train_ds: BagDataset, val_ds: Optional[BagDatas
     if best_state is not None:
         model.load_state_dict(best_state)
     elif out is not None:
-        _load_weights(model, out / "best.safetensors")
+        _load_weights(model, out / best_file)
     model.eval()
     return TrainResult(best_epoch, history, resumed_from=resumed_from, stopped_early=stopped_early)

@@ -3,8 +3,10 @@
 The grid splits every pyramid level into ``TILE_SIZE``-pixel tiles and answers the viewer's two questions: which
 level shows the slide at a given zoom without upsampling (the nearest finer level, as QuPath and ASAP pick), and
 which tiles of that level cover a level-0 rectangle. :class:`TileSource` reads one tile as a ``QImage`` ready to
-draw; it is called from the loader's worker threads only and gives each thread its own slide handle, because
-tiffslide (unlike OpenSlide) does not promise thread-safe reads on a shared handle.
+draw; it is called from the loader's worker threads only. The pixels come from the slide's reader process
+(:class:`~dnd_engine.slides.isolated.IsolatedSlide`, which decodes each request on its own thread with its own
+handle): a crafted file that makes OpenSlide abort kills that process, never the app, and every later read of
+the slide raises the crash's one-line message (:attr:`TileSource.crashed`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from PySide6.QtGui import QImage
 
 from dnd_engine.errors import SlideError
-from dnd_engine.slides import Slide, open_slide
+from dnd_engine.slides.isolated import IsolatedSlide, SlideReaderCrashed
+
+from ..background import READER_START, start_reader_server
 
 TILE_SIZE = 512  # level pixels per tile side: big enough to keep request counts low, small enough to decode in ms
 
@@ -121,49 +125,71 @@ def rgb_to_qimage(arr: np.ndarray) -> QImage:
     return img.convertToFormat(QImage.Format.Format_RGB32)  # a deep copy: independent of ``arr``
 
 
-class TileSource:
-    """Reads tiles of one slide; thread-safe, with one slide handle per reading thread.
+def open_reader(path: str, **kwargs) -> IsolatedSlide:
+    """Open ``path`` in a reader process started the app's way: from the fork server, started first (with the
+    extraction code preloaded, see :func:`start_reader_server`) so that a slide opened before the warm-up ends
+    does not leave jobs a bare server. Raises :class:`SlideError`."""
+    try:
+        start_reader_server()
+    except Exception:  # noqa: BLE001 - the reader still starts (with a bare server, or says why it cannot)
+        pass
+    return IsolatedSlide(path, start_method=READER_START, **kwargs)
 
-    ``close()`` may be called while workers still read: handles in use are closed when their read ends.
+
+class TileSource:
+    """Reads tiles of one slide through its reader process; thread-safe.
+
+    ``reader``: the open :class:`IsolatedSlide` to share (the slide loader's; the caller keeps owning it), else
+    the source opens its own on the first read and closes it in :meth:`close`. A reader that failed to open or
+    crashed is never opened again: every read raises the same error.
     """
 
-    def __init__(self, path: str, grid: TileGrid):
+    def __init__(self, path: str, grid: TileGrid, reader: Optional[IsolatedSlide] = None):
         self.path = str(path)
         self.grid = grid
         self._lock = threading.Lock()
-        self._handles: dict[int, Slide] = {}
-        self._busy: set[int] = set()
+        self._reader = reader
+        self._owns_reader = reader is None
+        self._open_error: Optional[SlideError] = None
         self._closed = False
 
-    def read(self, key: TileKey) -> QImage:
-        """Decode one tile (level pixels, edge tiles cut to the level's border). Raises :class:`SlideError`."""
-        tid = threading.get_ident()
+    @property
+    def crashed(self) -> Optional[str]:
+        """The one-line message when the slide's reader process died (the slide can no longer be read), else
+        None."""
+        if isinstance(self._open_error, SlideReaderCrashed):
+            return str(self._open_error)
+        reader = self._reader
+        return reader.crashed if reader is not None else None
+
+    def _get_reader(self) -> IsolatedSlide:
         with self._lock:
             if self._closed:
                 raise SlideError(f"{self.path}: closed")
-            slide = self._handles.get(tid)
-            self._busy.add(tid)
-        try:
-            if slide is None:
-                slide = open_slide(self.path)
-                with self._lock:
-                    self._handles[tid] = slide
-            ds = self.grid.level_downsamples[key.level]
-            t = self.grid.tile_size
-            w, h = self.grid.tile_pixels(key)
-            x0, y0 = round(key.col * t * ds), round(key.row * t * ds)
-            region = slide.read_region((x0, y0), key.level, (w, h))
-            return rgb_to_qimage(np.asarray(region))
-        finally:
-            with self._lock:
-                self._busy.discard(tid)
-                if self._closed and tid in self._handles:
-                    self._handles.pop(tid).close()
+            if self._open_error is not None:
+                raise self._open_error
+            if self._reader is None:
+                try:
+                    self._reader = open_reader(self.path)
+                except SlideError as exc:
+                    self._open_error = exc
+                    raise
+            return self._reader
+
+    def read(self, key: TileKey) -> QImage:
+        """Decode one tile (level pixels, edge tiles cut to the level's border). Raises :class:`SlideError`
+        (:class:`SlideReaderCrashed` when the reader process died)."""
+        reader = self._get_reader()
+        ds = self.grid.level_downsamples[key.level]
+        t = self.grid.tile_size
+        w, h = self.grid.tile_pixels(key)
+        x0, y0 = round(key.col * t * ds), round(key.row * t * ds)
+        return rgb_to_qimage(reader.read_array((x0, y0), key.level, (w, h)))
 
     def close(self) -> None:
+        """Close the source's own reader (reads still running then fail, and are dropped as stale)."""
         with self._lock:
             self._closed = True
-            idle = [tid for tid in self._handles if tid not in self._busy]
-            handles = [self._handles.pop(tid) for tid in idle]
-        for h in handles:
-            h.close()
+            reader = self._reader if self._owns_reader else None
+        if reader is not None:
+            reader.close()

@@ -34,6 +34,7 @@ class SlideViewer(QGraphicsView):
     cursor_moved = Signal(object)    # QPointF in level-0 pixels, or None when the cursor left the slide
     fully_painted = Signal()         # every visible tile of the wanted level is on screen
     tile_error = Signal(str)         # a tile failed to decode (the coarser level stays in its place)
+    reader_crashed = Signal(str)     # the slide's reader process died: the view now shows this one-line message
 
     ZOOM_STEP = 1.25                 # per wheel notch / keyboard step
     MAX_ZOOM = 2.0                   # screen pixels per level-0 pixel: 2× digital zoom beyond the scan (a 20×
@@ -86,13 +87,15 @@ class SlideViewer(QGraphicsView):
         self.scale_bar.hide()
 
     # --- content -----------------------------------------------------------------------------------------
-    def set_slide(self, path: str, info: dict, thumbnail: QImage) -> None:
+    def set_slide(self, path: str, info: dict, thumbnail: QImage, reader=None) -> None:
         """Show the slide at ``path`` (``info`` as :meth:`Slide.info`), fitted to the window. The thumbnail is
-        drawn under the tiles until they arrive."""
+        drawn under the tiles until they arrive. ``reader``: the slide's open
+        :class:`~dnd_engine.slides.isolated.IsolatedSlide` to read tiles through (the caller keeps owning it);
+        without one the view starts its own reader process."""
         self._drop_slide()
         self.info = info
         self.grid = TileGrid.from_info(info)
-        self._source = TileSource(path, self.grid)
+        self._source = TileSource(path, self.grid, reader)
         self._thumbnail = thumbnail
         self._thumb_pixmap = None
         self.cache.clear()
@@ -147,6 +150,10 @@ class SlideViewer(QGraphicsView):
 
     def has_slide(self) -> bool:
         return self.layer is not None
+
+    def message(self) -> str:
+        """The text shown while no slide is (an error, 'Opening …', the empty-canvas hint)."""
+        return self._message
 
     @property
     def source(self) -> Optional[TileSource]:
@@ -372,6 +379,11 @@ class SlideViewer(QGraphicsView):
             self.viewport().update(area)
 
     def _on_tile_failed(self, key: TileKey, error: str) -> None:
+        crash = self._source.crashed if self._source is not None else None
+        if crash:  # nothing of this slide can be read any more: say so where the slide was
+            self.clear_slide(crash)
+            self.reader_crashed.emit(crash)
+            return
         self._reported_errors += 1
         if self._reported_errors == 1:  # once per slide: a corrupt region usually spans many tiles
             self.tile_error.emit(f"some tiles could not be decoded ({error}); a coarser level is shown there")
