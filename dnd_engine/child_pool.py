@@ -5,7 +5,8 @@ files: no ``try`` catches a SIGABRT. :func:`dnd_engine.slides.precheck.precheck_
 check can see; whatever it cannot foresee runs here. A :class:`ChildPool` keeps a few worker processes, each
 doing one task at a time; a worker that dies (signal, ``os._exit``) fails its task with a
 :class:`ChildCrashed` naming the file and the signal, and is replaced for the next task. Workers exit when
-their parent does (they poll it), and ignore Ctrl-C (the parent decides what a cancel means).
+their parent does (:func:`dnd_engine.lifeline.exit_with_parent`), and ignore Ctrl-C (the parent decides what a
+cancel means).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def _parent_alive(pid: int) -> bool:
 def _worker_main(conn, parent_pid: int) -> None:
     """A worker's loop: (fn, args) in, ("ok", result) or ("err", exception) out, until told to stop or the
     parent is gone."""
+    from .lifeline import exit_with_parent
+    exit_with_parent(parent_pid)      # the kernel ends it with its parent, even while stopped or busy decoding
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
