@@ -248,3 +248,28 @@ def test_dnd_predict_refuses_weights_for_stain_stats(good_model, tmp_path, capfd
                "--weights", str(weights), "--quiet", "--device", "cpu"])
     assert rc == 1
     assert_clean(capfd.readouterr().err, ["stain_stats takes no weights; drop --weights"])
+
+
+# --- the CLI sweep: ranges argparse cannot check, refused before any work -----------------------------------
+@pytest.mark.parametrize("args, parts", [
+    (["extract", "--batch-size", "0"], ["--batch-size must be a whole number from 1 to 4096, got 0"]),
+    (["extract", "--workers", "-1"], ["--workers must be a whole number from 0 to 64, got -1"]),
+    (["extract", "--tissue-threshold", "999"], ["--tissue-threshold must be a saturation from 0 to 255, got 999"]),
+    (["extract", "--base-magnification", "-3"], ["--base-magnification must be an objective power above 0"]),
+    (["extract", "--objective-power", "0"], ["--objective-power must be an objective power above 0"]),
+    (["info", "--objective-power", "nan"], ["--objective-power must be an objective power above 0", "got nan"]),
+    (["predict", "--base-magnification", "500"], ["--base-magnification must be an objective power", "got 500"]),
+    (["demo", "--folds", "1"], ["--folds must be a whole number from 2 to 12, got 1"]),
+    (["demo", "--n-slides", "1"], ["--n-slides must be at least 4", "got 1"]),
+    (["demo", "--size", "10"], ["--size must be from 512 to 32768 pixels, got 10"]),
+])
+def test_cli_refuses_out_of_range_arguments_before_any_work(tmp_path, capfd, good_model, args, parts):
+    out = tmp_path / "out"
+    command, rest = args[0], args[1:]
+    full = {"extract": ["extract", "--slides", str(SAMPLE), "--out", str(out), "--quiet"],
+            "info": ["info", str(SAMPLE)],
+            "predict": ["predict", str(SAMPLE), "--model", str(good_model), "--out", str(out), "--quiet"],
+            "demo": ["demo", "--out", str(out)]}[command] + rest
+    assert main(full) == 1
+    assert_clean(capfd.readouterr().err, parts)
+    assert not out.exists() or not any(out.rglob("*.*"))

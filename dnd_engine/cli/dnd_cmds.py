@@ -218,6 +218,8 @@ def add_predict(sub) -> None:
 def cmd_predict(args) -> int:
     from ..features.extract import find_slides
     from ..predict import predict_slides
+    from .main import _check_power
+    _check_power("--base-magnification", args.base_magnification)
     slides = [s for x in args.slides for s in find_slides(x)]
     bar = ProgressBar(args.quiet, unit="patch")
     try:
