@@ -273,3 +273,11 @@ def test_cli_refuses_out_of_range_arguments_before_any_work(tmp_path, capfd, goo
     assert main(full) == 1
     assert_clean(capfd.readouterr().err, parts)
     assert not out.exists() or not any(out.rglob("*.*"))
+
+
+def test_a_text_file_as_model_is_not_a_safetensors_model(tmp_path, capfd):
+    text = tmp_path / "model.safetensors"
+    text.write_text("just some notes\n")
+    rc = main(["predict", str(SAMPLE), "--model", str(text), "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 1
+    assert_clean(capfd.readouterr().err, ["cannot read model file", "not a safetensors model file"])

@@ -48,12 +48,15 @@ def read_model_file(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], D
     try:
         with safe_open(str(p), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
+            if _META_KEY not in meta:
+                raise ModelFileError(f"{p.name} is a safetensors file but not a D&D Studio model (no model config)")
+            cfg, card = validate_metadata(meta, p.name)    # before any tensor is read: the header is untrusted
             sd = {k: f.get_tensor(k) for k in f.keys()}
+    except DnDError:
+        raise
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise ModelFileError(f"cannot read model file {p}: {str(e).splitlines()[0] if str(e) else e}") from None
-    if _META_KEY not in meta:
-        raise ModelFileError(f"{p.name} is a safetensors file but not a D&D Studio model (no model config)")
-    cfg, card = validate_metadata(meta, p.name)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFileError(f"cannot read model file {p}: not a safetensors model file ({reason})") from None
     return sd, cfg, card
 
 
