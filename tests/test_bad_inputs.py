@@ -281,3 +281,10 @@ def test_a_text_file_as_model_is_not_a_safetensors_model(tmp_path, capfd):
     rc = main(["predict", str(SAMPLE), "--model", str(text), "--out", str(tmp_path / "out"), "--quiet"])
     assert rc == 1
     assert_clean(capfd.readouterr().err, ["cannot read model file", "not a safetensors model file"])
+
+
+def test_the_writer_refuses_what_the_reader_would(tmp_path):
+    card = dict(CARD, patch_size=-5)
+    with pytest.raises(ModelMetadataError, match="'card.patch_size' must be an integer from 16 to 4096"):
+        save_model(build_model("abmil", in_dim=99, n_classes=2), tmp_path / "m.safetensors", card)
+    assert not list(tmp_path.iterdir())

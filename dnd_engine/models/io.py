@@ -33,6 +33,7 @@ def save_model(model: MILModel, path: str | os.PathLike, card: Optional[Dict[str
     from safetensors.torch import save_file
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in (state or model.state_dict()).items()}
     meta = {_META_KEY: json.dumps(model.config()), "card": json.dumps(card or {}, default=str)}
+    validate_metadata(meta, Path(path).name)      # the same schema as the reader: never write what it refuses
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
