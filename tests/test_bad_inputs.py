@@ -288,3 +288,31 @@ def test_the_writer_refuses_what_the_reader_would(tmp_path):
     with pytest.raises(ModelMetadataError, match="'card.patch_size' must be an integer from 16 to 4096"):
         save_model(build_model("abmil", in_dim=99, n_classes=2), tmp_path / "m.safetensors", card)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def tiny_bags(tmp_path_factory):
+    """Eight 8-d .pt bags of two classes: enough for argument checks, which refuse before any training."""
+    folder = tmp_path_factory.mktemp("bags")
+    lines = ["slide_id,label"]
+    for i in range(8):
+        torch.save(torch.randn(10, 8), folder / f"s{i}.pt")
+        lines.append(f"s{i},{'ab'[i % 2]}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("args, parts", [
+    (["--dropout", "5"], ["abmil: dropout must be in [0, 1), got 5.0"]),
+    (["--model", "mambamil", "--rate", "0"], ["mambamil: rate must be an integer"]),
+    (["--weight-decay", "-1"], ["--weight-decay must be from 0 to 1, got -1"]),
+    (["--seed", "-5"], ["--seed must be a whole number from 0", "got -5"]),
+    (["--model", "transmil", "--option", "layer=2"], ["transmil has no option 'layer' (its options: dropout"]),
+    (["--preset", "paper", "--option", "nope=1"], ["abmil has no option 'nope'"]),
+])
+def test_dnd_train_refuses_bad_model_options_and_ranges(tiny_bags, tmp_path, capfd, args, parts):
+    rc = main(["train", "--features", str(tiny_bags), "--labels", str(tiny_bags / "labels.csv"), "--folds", "2",
+               "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu"] + args)
+    assert rc == 1
+    assert_clean(capfd.readouterr().err, parts)
+    assert not (tmp_path / "run").exists()

@@ -169,7 +169,8 @@ def add_bench(sub) -> None:
 def cmd_bench(args) -> int:
     from ..dnd import parse_methods, run_bench
     from ..dnd.bench import markdown_table
-    from .train_cmd import _parse_options
+    from .train_cmd import _parse_options, check_train_args
+    check_train_args(args)
     methods = parse_methods(args.methods)
     opts = _parse_options(args.option)
     for m in methods:          # settle every option before hours of training
