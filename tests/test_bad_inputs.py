@@ -264,6 +264,8 @@ def test_dnd_predict_refuses_weights_for_stain_stats(good_model, tmp_path, capfd
     (["extract", "--objective-power", "0"], ["--objective-power must be an objective power above 0"]),
     (["info", "--objective-power", "nan"], ["--objective-power must be an objective power above 0", "got nan"]),
     (["predict", "--base-magnification", "500"], ["--base-magnification must be an objective power", "got 500"]),
+    (["predict", "--colormap", "nope"], ["unknown colormap 'nope' (choose from jet"]),
+    (["bench", "--option", "dropout=7"], ["mean: dropout must be in [0, 1), got 7"]),
     (["demo", "--folds", "1"], ["--folds must be a whole number from 2 to 12, got 1"]),
     (["demo", "--n-slides", "1"], ["--n-slides must be at least 4", "got 1"]),
     (["demo", "--size", "10"], ["--size must be from 512 to 32768 pixels, got 10"]),
@@ -274,7 +276,9 @@ def test_cli_refuses_out_of_range_arguments_before_any_work(tmp_path, capfd, goo
     full = {"extract": ["extract", "--slides", str(SAMPLE), "--out", str(out), "--quiet"],
             "info": ["info", str(SAMPLE)],
             "predict": ["predict", str(SAMPLE), "--model", str(good_model), "--out", str(out), "--quiet"],
-            "demo": ["demo", "--out", str(out)]}[command] + rest
+            "demo": ["demo", "--out", str(out)],
+            "bench": ["bench", "--features", str(out), "--labels", str(out / "labels.csv"), "--methods", "mean,abmil",
+                      "--out", str(out), "--quiet"]}[command] + rest
     assert main(full) == 1
     assert_clean(capfd.readouterr().err, parts)
     assert not out.exists() or not any(out.rglob("*.*"))

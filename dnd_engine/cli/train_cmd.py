@@ -78,9 +78,10 @@ def model_options_from_args(args) -> dict:
     return opts
 
 
-def check_model_options(name: str, opts: dict) -> None:
+def check_model_options(name: str, opts: dict, only_its_own: bool = False) -> None:
     """Refuse options ``name`` does not take or values it rejects, in one line naming the option, before any data
-    is read: the model is built on torch's ``meta`` device (no memory), as training would build it."""
+    is read: the model is built on torch's ``meta`` device (no memory), as training would build it.
+    ``only_its_own``: check only the options ``name`` takes (``dnd bench`` gives one set to every method)."""
     import inspect
 
     import torch
@@ -89,6 +90,8 @@ def check_model_options(name: str, opts: dict) -> None:
     from ..models import build_model, model_class
     cls = model_class(name)
     known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "in_dim", "n_classes")]
+    if only_its_own:
+        opts = {k: v for k, v in opts.items() if k in known}
     for key in opts:
         if key not in known:
             raise DnDError(f"{cls.name} has no option '{key}' (its options: {', '.join(known) or 'none'})")
