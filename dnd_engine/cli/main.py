@@ -218,8 +218,8 @@ class _Bars:
 
 
 def cmd_extract(args) -> int:
-    from ..features import ExtractConfig, extract_cohort, feature_dir_for
     _check_extract_args(args)
+    from ..features import ExtractConfig, extract_cohort, feature_dir_for
     cfg = ExtractConfig(
         extractor=args.extractor, weights=args.weights, magnification=args.magnification,
         patch_size=args.patch_size, overlap=args.overlap, min_tissue=args.min_tissue,
