@@ -12,10 +12,31 @@ import torch
 from .errors import DnDError
 
 
+def torch_file_problem(path: Path) -> "str | None":
+    """Why ``path`` cannot be a ``torch.save`` file, judged by its first bytes, or None when it may be one.
+
+    torch.load calls any file it cannot parse "unpickling" trouble; a text file renamed ``.pt`` must not be
+    described as a pickled object. A ``.pt`` is a zip archive (torch ≥ 1.6) or, in the legacy format, a pickle
+    stream (first byte 0x80); anything else is not a PyTorch file at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return None
+    return "is not a PyTorch file (a .pt/.pth file is the zip archive torch.save writes)"
+
+
 def load_state_dict(path: str | os.PathLike, error: Type[DnDError] = DnDError) -> dict:
     """A flat state dict from ``path``; wrappers (``state_dict``, ``model``, ``teacher``) and ``module.`` /
     ``model.`` key prefixes are removed. Any failure raises ``error`` with a one-line message."""
     path = Path(path)
+    problem = None if path.suffix == ".safetensors" else torch_file_problem(path)
+    if problem:
+        raise error(f"cannot load weights file {path}: it {problem}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -355,6 +355,33 @@ def _balanced_labels(n_slides: int, n_classes: int, rng: np.random.Generator) ->
     return [int(x) for x in labels]
 
 
+MAX_SYNTH_SIZE = 32768          # one level-0 RGB array of 32768² is 3 GiB: larger ones exhaust memory
+MAX_SYNTH_CLASSES = 100
+MAX_SYNTH_SLIDES = 100_000
+
+
+class SynthArgumentError(DnDError, ValueError):
+    """A cohort argument out of range; a DnDError so the CLI prints it as one line, a ValueError as before."""
+
+
+def check_synth_arguments(n_slides, n_classes, size, magnification, seed) -> None:
+    """Refuse what the generator cannot make, with the option's name (as ``dnd synth`` spells it) and why."""
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not whole(n_classes) or not 2 <= n_classes <= MAX_SYNTH_CLASSES:
+        raise SynthArgumentError(f"--n-classes must be a whole number from 2 to {MAX_SYNTH_CLASSES}, got {n_classes}")
+    if not whole(n_slides) or not n_classes <= n_slides <= MAX_SYNTH_SLIDES:
+        raise SynthArgumentError(f"--n-slides must be at least --n-classes ({n_classes}) so every class has a "
+                                 f"slide (and at most {MAX_SYNTH_SLIDES}), got {n_slides}")
+    if not whole(size) or not 512 <= size <= MAX_SYNTH_SIZE:
+        raise SynthArgumentError(f"--size must be from 512 to {MAX_SYNTH_SIZE} pixels, got {size}")
+    if not isinstance(magnification, (int, float)) or not 0 < magnification <= 100:
+        raise SynthArgumentError(f"--magnification must be above 0 and at most 100, got {magnification}")
+    if not whole(seed) or not 0 <= seed < 2 ** 63:
+        raise SynthArgumentError(f"--seed must be a whole number from 0 to 2^63-1, got {seed}")
+
+
 def make_synthetic_cohort(out_dir: str | os.PathLike, n_slides: int = 12, n_classes: int = 2, size: int = 4096,
                           magnification: float = 20.0, seed: int = 0,
                           progress: Optional[Callable[[int, int, str], None]] = None,
@@ -365,14 +392,7 @@ def make_synthetic_cohort(out_dir: str | os.PathLike, n_slides: int = 12, n_clas
     ``cancelled()`` is checked before each slide: finished slides stay, no partial file is left, and
     :class:`Cancelled` is raised; ``labels.csv`` and ``cohort.json`` are written only when every slide is done.
     """
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be at least 2, got {n_classes}")
-    if n_slides < n_classes:
-        raise ValueError(f"n_slides ({n_slides}) must be at least n_classes ({n_classes}) so every class appears")
-    if size < 512:
-        raise ValueError(f"size must be at least 512 pixels, got {size}")
-    if not magnification > 0:
-        raise ValueError(f"magnification must be positive, got {magnification}")
+    check_synth_arguments(n_slides, n_classes, size, magnification, seed)
     out = ensure_dir(out_dir)
     slides_dir, masks_dir = ensure_dir(out / "slides"), ensure_dir(out / "masks")
     names = class_names_for(n_classes)

@@ -564,7 +564,8 @@ class MainWindow(QMainWindow):
 
     def _on_model_failed(self, path: str, message: str) -> None:
         keep = f" ({self.model.name} stays active)" if self.model is not None else ""
-        self.project.model_box.show_error(f"{Path(path).name}: {message}{keep}")
+        name = Path(path).name          # engine messages about a file's content already start with its name
+        self.project.model_box.show_error(f"{message if message.startswith(name) else f'{name}: {message}'}{keep}")
         self._show_error("Cannot use this model", message, f"{Path(path).name} cannot be used")
         if self._waiting_for_model and self.model is None:
             for p in self._waiting_for_model:

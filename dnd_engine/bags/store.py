@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DnDError
+from ..state_dicts import torch_file_problem
 
 BAG_SUFFIXES = (".h5", ".pt")
 
@@ -82,6 +83,9 @@ def bag_info(path: Path) -> BagInfo:
 
 
 def _load_pt(path: Path) -> torch.Tensor:
+    problem = torch_file_problem(path)
+    if problem:
+        raise BagError(f"{path.name}: this feature bag {problem}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -169,9 +169,12 @@ def add_bench(sub) -> None:
 def cmd_bench(args) -> int:
     from ..dnd import parse_methods, run_bench
     from ..dnd.bench import markdown_table
-    from .train_cmd import _parse_options
+    from .train_cmd import _parse_options, check_model_options, check_train_args
+    check_train_args(args)
     methods = parse_methods(args.methods)
     opts = _parse_options(args.option)
+    for m in methods:
+        check_model_options(m, opts, only_its_own=True)
     for m in methods:          # settle every option before hours of training
         dnd_config_from_args(args, m, opts)
     out = Path(args.out) if args.out else Path("runs") / f"bench-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -218,6 +221,12 @@ def add_predict(sub) -> None:
 def cmd_predict(args) -> int:
     from ..features.extract import find_slides
     from ..predict import predict_slides
+    from ..errors import DnDError
+    from ..heatmaps import COLORMAPS
+    from .main import _check_power
+    _check_power("--base-magnification", args.base_magnification)
+    if args.colormap not in COLORMAPS:             # else every slide fails after its extraction
+        raise DnDError(f"unknown colormap '{args.colormap}' (choose from {', '.join(COLORMAPS)})")
     slides = [s for x in args.slides for s in find_slides(x)]
     bar = ProgressBar(args.quiet, unit="patch")
     try:

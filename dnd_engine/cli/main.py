@@ -116,9 +116,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --- argument checks: what argparse's types cannot say (ranges), refused before any work starts ------------
+MAX_POWER = 100.0
+
+
+def _check_range(flag: str, value, lo, hi, what: str = "a number") -> None:
+    """Refuse ``flag``'s value outside lo..hi (None: not given) with one line naming the flag."""
+    if value is not None and not (lo <= value <= hi):     # NaN fails both comparisons, so it is refused too
+        raise DnDError(f"{flag} must be {what} from {lo:g} to {hi:g}, got {value:g}")
+
+
+def _check_power(flag: str, value) -> None:
+    if value is not None and not (0 < value <= MAX_POWER):
+        raise DnDError(f"{flag} must be an objective power above 0 and at most {MAX_POWER:g}x, got {value:g}")
+
+
+def _check_extract_args(args) -> None:
+    _check_range("--batch-size", args.batch_size, 1, 4096, "a whole number")
+    _check_range("--workers", args.workers, 0, 64, "a whole number")
+    _check_range("--tissue-threshold", args.tissue_threshold, 0, 255, "a saturation")
+    _check_power("--base-magnification", args.base_magnification)
+    _check_power("--objective-power", args.objective_power)
+
+
 # --- commands ---------------------------------------------------------------------------------------------
 def cmd_info(args) -> int:
     from ..slides import open_slide
+    _check_power("--base-magnification", args.base_magnification)
+    _check_power("--objective-power", args.objective_power)
     failed = 0
     infos = []
     for s in args.slides:
@@ -193,6 +218,7 @@ class _Bars:
 
 
 def cmd_extract(args) -> int:
+    _check_extract_args(args)
     from ..features import ExtractConfig, extract_cohort, feature_dir_for
     from ..features.settings import SettingsMismatch
     cfg = ExtractConfig(
@@ -255,6 +281,11 @@ def cmd_synth(args) -> int:
 
 def cmd_demo(args) -> int:
     from ..demo import run_demo
+    from ..synth import check_synth_arguments
+    if args.n_slides < 4:
+        raise DnDError(f"--n-slides must be at least 4 (two classes in at least two folds), got {args.n_slides}")
+    check_synth_arguments(args.n_slides, 2, args.size, 20.0, args.seed)      # before minutes of work, not after
+    _check_range("--folds", args.folds, 2, max(2, args.n_slides // 2), "a whole number")
     bars = _Bars(not sys.stderr.isatty())
     try:
         res = run_demo(args.out, n_slides=args.n_slides, size=args.size, seed=args.seed, folds=args.folds,

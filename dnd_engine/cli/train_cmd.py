@@ -78,10 +78,46 @@ def model_options_from_args(args) -> dict:
     return opts
 
 
+def check_model_options(name: str, opts: dict, only_its_own: bool = False) -> None:
+    """Refuse options ``name`` does not take or values it rejects, in one line naming the option, before any data
+    is read: the model is built on torch's ``meta`` device (no memory), as training would build it.
+    ``only_its_own``: check only the options ``name`` takes (``dnd bench`` gives one set to every method)."""
+    import inspect
+
+    import torch
+
+    from ..errors import DnDError
+    from ..models import build_model, model_class
+    cls = model_class(name)
+    known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "in_dim", "n_classes")]
+    if only_its_own:
+        opts = {k: v for k, v in opts.items() if k in known}
+    for key in opts:
+        if key not in known:
+            raise DnDError(f"{cls.name} has no option '{key}' (its options: {', '.join(known) or 'none'})")
+    try:
+        with torch.device("meta"):
+            build_model(name, in_dim=8, n_classes=2, **opts)
+    except (TypeError, ValueError) as exc:
+        raise DnDError(f"{cls.name}: {str(exc).splitlines()[0]}") from None
+
+
+def check_train_args(args) -> None:
+    """Ranges argparse cannot check, shared by ``dnd train`` and ``dnd bench``."""
+    from ..errors import DnDError
+    if not 0 <= args.seed < 2 ** 32:
+        raise DnDError(f"--seed must be a whole number from 0 to 2^32-1, got {args.seed}")
+    wd = getattr(args, "weight_decay", None)
+    if wd is not None and not 0 <= wd <= 1:
+        raise DnDError(f"--weight-decay must be from 0 to 1, got {wd:g}")
+
+
 def cmd_train(args) -> int:
     from ..training import CVConfig, TrainConfig, run_cross_validation
+    check_train_args(args)
     opts = model_options_from_args(args)
     name = args.model
+    check_model_options(name, opts)
     if args.preset:
         from .dnd_cmds import run_train_dnd
         return run_train_dnd(args, name, opts)

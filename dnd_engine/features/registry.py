@@ -301,6 +301,9 @@ def build_extractor(name: str, weights: Optional[str | os.PathLike] = None, rand
     """
     spec = get_spec(name)
     path = None
+    if weights and not spec.needs_weights:
+        # silently ignoring the file would let a user believe features came from the weights they named
+        raise DnDError(f"{name} takes no weights; drop --weights")
     if spec.needs_weights and not random_init:
         path = locate_weights(name, weights, spec.weight_candidates(), spec.weight_suggestion(), spec.how_to_get)
     torch.manual_seed(0)

@@ -337,6 +337,10 @@ class _QuietFilter(logging.Filter):
 
 
 logging.getLogger("tifffile").addFilter(_QuietFilter())
+# tifffile also logs while pages are read later (the tile reader, thumbnails): with no handler of its own, Python
+# printed those lines to stderr ("<tifffile.TiffPages @1275950> invalid page offset"); they still reach any handler
+# an application configures, never the terminal by default
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 
 @contextlib.contextmanager
