@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import OutputError
+from .lifeline import pid_alive
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -46,31 +47,11 @@ _swept: set[str] = set()
 _swept_lock = threading.Lock()
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` (on this host) still runs; a zombie (killed, not yet reaped) does not. Unsure
-    (another platform, no permission to ask) counts as alive: a live writer's file is never removed."""
-    if pid <= 0:
-        return True
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 def is_stale_temp(path: Path, now: float | None = None) -> bool:
     """Whether ``path`` is one of our temporary files whose writer is gone (see the module's docstring)."""
     m = _TEMP_RE.match(path.name)
     if m is not None:
-        return m["host"] == _HOST and not _pid_alive(int(m["pid"]))
+        return m["host"] == _HOST and int(m["pid"]) > 0 and not pid_alive(int(m["pid"]))
     if _LEGACY_RE.match(path.name):
         try:
             age = (time.time() if now is None else now) - path.stat().st_mtime

@@ -21,6 +21,7 @@ from multiprocessing import connection, get_context
 from typing import Callable, Optional
 
 from .errors import DnDError, SlideError
+from .lifeline import pid_alive
 
 
 class ChildCrashed(SlideError):
@@ -39,16 +40,6 @@ def crash_message(name: str, exitcode: Optional[int]) -> str:
     return f"{name}: the slide reader crashed on this file ({how}): it is damaged or crafted"
 
 
-def _parent_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _worker_main(conn, parent_pid: int) -> None:
     """A worker's loop: (fn, args) in, ("ok", result) or ("err", exception) out, until told to stop or the
     parent is gone."""
@@ -58,7 +49,7 @@ def _worker_main(conn, parent_pid: int) -> None:
     while True:
         try:
             while not conn.poll(1.0):
-                if not _parent_alive(parent_pid):
+                if not pid_alive(parent_pid):
                     return
             task = conn.recv()
         except (EOFError, OSError):

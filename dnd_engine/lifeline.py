@@ -25,8 +25,12 @@ PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 0.5
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, killed but not yet reaped, does not); unsure counts as alive."""
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host runs; a zombie (killed, not yet reaped) does not. Unsure (another
+    platform, no permission to ask) counts as alive: callers use it to take over what a dead process left, and
+    must never take from a live one."""
+    if os.name != "posix":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +57,7 @@ def _set_pdeathsig() -> bool:
 
 
 def _gone(parent: int, watch: int | None) -> bool:
-    return os.getppid() != parent or (watch is not None and not _alive(watch))
+    return os.getppid() != parent or (watch is not None and not pid_alive(watch))
 
 
 def _watch(parent: int, watch: int | None) -> None:

@@ -419,7 +419,8 @@ class MainWindow(QMainWindow):
     def _on_failed(self, path: str, message: str) -> None:
         if not self.view.has_slide():
             self.view.set_message(f"{message}\n\n{EMPTY_MESSAGE}")
-        self.mark_unreadable(path, message)
+        if not self.project.status_text(path):  # a queued or classified slide's row is the classifier's to set
+            self.mark_unreadable(path, message)
         self._show_error("Cannot open slide", message, "The slide could not be opened")
         self.slide_failed.emit(message)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import numpy as np
 import tifffile
 
 from pyramid import tissue_like, write_pyramid

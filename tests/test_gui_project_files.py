@@ -189,6 +189,10 @@ def test_the_app_installs_the_hook_for_its_whole_run(qtbot, tmp_path, monkeypatc
     qapp = QApplication.instance()
     names = (qapp.applicationName(), qapp.organizationName(), qapp.applicationVersion(), qapp.desktopFileName())
     before = sys.excepthook
+    # closing the stand-in window after app.exec() would otherwise quit the application (the last window closed):
+    # every later test's event loop would then end at once
+    quit_on_close = qapp.quitOnLastWindowClosed()
+    qapp.setQuitOnLastWindowClosed(False)
     guard = QTimer()    # without the hook nothing would end the loop: end it anyway (the asserts then fail)
     guard.setSingleShot(True)
     guard.timeout.connect(QApplication.quit)
@@ -202,6 +206,7 @@ def test_the_app_installs_the_hook_for_its_whole_run(qtbot, tmp_path, monkeypatc
         for w in QApplication.topLevelWidgets():
             if isinstance(w, Window):
                 w.close(), w.deleteLater()
+        qapp.setQuitOnLastWindowClosed(quit_on_close)
     assert len(shown) == 1 and isinstance(shown[0][0], Window) and shown[0][1] == "KeyError: 'raised inside app.exec'"
     logs = list((tmp_path / "data" / crash.LOG_FOLDER).glob("crash-*.txt"))
     assert [str(p) for p in logs] == [shown[0][2]] and "broken_slot" in logs[0].read_text()

@@ -10,7 +10,6 @@ import pytest
 from conftest import shared_file
 from dnd_engine.errors import SlideError
 from dnd_engine.slides import MagnificationOverride, OverrideTable, needs_magnification, open_slide, slide_identity
-from dnd_engine.slides.overrides import open_with_override
 
 
 def test_user_setting_wins_over_the_file_and_says_so(cmu_slide):

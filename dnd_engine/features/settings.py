@@ -29,8 +29,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
-import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 

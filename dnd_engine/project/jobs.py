@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from ..atomic import write_json_atomic
+from ..lifeline import pid_alive
 from .manifest import Project, ProjectError, now_iso
 from .schema import Field, Invalid, check_document, dataclass_fields, integer, one_of, split_record, text
 from .tasks import ExtractionPlan, TrainingPlan
@@ -99,18 +100,6 @@ def _check_records(data: object, where: str) -> List[JobRecord]:
     return records
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class JobBook:
     """Thread-safe: the GUI thread adds jobs while a worker thread marks the running one."""
 
@@ -140,7 +129,7 @@ class JobBook:
     def _recover(self) -> None:
         changed = False
         for r in self.records:
-            if r.state in ACTIVE and r.session != self.session and (r.pid == os.getpid() or not _pid_alive(r.pid)):
+            if r.state in ACTIVE and r.session != self.session and (r.pid == os.getpid() or r.pid <= 0 or not pid_alive(r.pid)):
                 r.state, r.message, r.updated = "interrupted", f"interrupted while {r.state}", now_iso()
                 changed = True
         if changed:

@@ -27,6 +27,8 @@ MAX_TILE_SIDE = 16384
 MAX_CHUNK_BYTES = 1 << 30
 MAX_PAGES = 4096
 CRAFTED = "it is damaged or crafted"
+#: what a file cut short (an interrupted copy or download) gets: the likely cause first
+CUT = "it is damaged or incomplete (cut short?)"
 
 
 def is_tiff(path: str | Path) -> bool:
@@ -72,11 +74,11 @@ def precheck_slide(path: str | Path) -> None:
                                              f"{CRAFTED}")
                         prev = shape
                 if not pages:
-                    raise SlideError(f"{p.name}: the TIFF holds no image: {CRAFTED}")
+                    raise SlideError(f"{p.name}: the TIFF holds no image: {CUT}")
                 for page in pages.values():
                     problem = _page_problem(page, file_size, tf.is_ndpi)
                     if problem:
-                        raise SlideError(f"{p.name}: {problem}: {CRAFTED}")
+                        raise SlideError(f"{p.name}: {problem}: {CUT if 'end of the file' in problem else CRAFTED}")
     except SlideError:
         raise
     except MemoryError:
