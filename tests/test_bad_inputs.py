@@ -46,20 +46,18 @@ def rewrite_metadata(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
-def _config(edit):
-    def apply(meta):
-        cfg = json.loads(meta["dnd_model"])
-        edit(cfg)
-        meta["dnd_model"] = json.dumps(cfg)
-    return apply
+def _json_field(key):
+    """An edit of the JSON object held in metadata field ``key`` (the config or the card)."""
+    def edit_with(edit):
+        def apply(meta):
+            value = json.loads(meta[key])
+            edit(value)
+            meta[key] = json.dumps(value)
+        return apply
+    return edit_with
 
 
-def _card(edit):
-    def apply(meta):
-        card = json.loads(meta["card"])
-        edit(card)
-        meta["card"] = json.dumps(card)
-    return apply
+_config, _card = _json_field("dnd_model"), _json_field("card")
 
 
 def _set(meta, key, value):

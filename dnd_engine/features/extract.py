@@ -252,12 +252,8 @@ def _choose_reader(slide, grid: PatchGrid, out_size: int, mode: str, info: dict)
 
 def _file_attrs(extractor: Extractor, config: ExtractConfig, plan: _SlidePlan) -> dict:
     """The features file's attributes: what it is, and the settings it was made with (see settings.py)."""
-    return {**run_settings(config, extractor),
-        "extractor": extractor.name, "feature_dim": extractor.dim, "precision": extractor.precision,
-        "weights_sha256": extractor.weights_sha256() or "", "slide_id": plan.slide_id,
-        "slide_path": str(plan.path), "magnification": config.magnification, "patch_size": config.patch_size,
-        "dnd_version": __version__,
-    }
+    return {**run_settings(config, extractor), "feature_dim": extractor.dim, "slide_id": plan.slide_id,
+            "slide_path": str(plan.path), "dnd_version": __version__}
 
 
 #: slides prepared (tissue, grid, patch files) in preparation processes ahead of the one being read
