@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 
 from .errors import DnDError
@@ -20,3 +22,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise DnDError(f"device '{device}' asked for, but CUDA is not available on this machine "
                        "(use --device cpu or auto)")
     return dev
+
+
+def list_devices() -> List[str]:
+    """The ``--device`` values that work on this machine: auto, cpu, then each CUDA GPU ("cuda" when there is one,
+    "cuda:0", "cuda:1", … when there are several). Never raises: a broken CUDA set-up lists none."""
+    try:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:   # a driver that fails to answer is "no GPU here", not a crash in a settings dialog
+        n = 0
+    return ["auto", "cpu"] + (["cuda"] if n == 1 else [f"cuda:{i}" for i in range(n)])

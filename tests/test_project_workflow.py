@@ -185,6 +185,7 @@ def test_project_wizard_to_results_with_live_curves(window, qtbot, tmp_path, coh
     wiz = window.open_wizard()
     _fill_wizard(wiz, cohort)
     qtbot.waitUntil(lambda: wiz.currentId() == PAGE_REVIEW, timeout=10_000)
+    qtbot.waitUntil(wiz.review_page.isComplete, timeout=20_000)   # the work estimate runs on a worker
     records = []
     window.curves_records = records
     window.session.epoch.connect(records.append)

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QWizard
 
 from dnd_engine.project import ExtractionPlan, Project, TrainingPlan, estimate_work
 from dnd_engine.synth import make_synthetic_cohort
-from dnd_gui import wizard as wizard_module
+from dnd_gui.wizard import preprocess_page
 from dnd_gui.wizard import (PAGE_MODEL, PAGE_PREPROCESS, PAGE_REVIEW, DataPage, TrainingWizard, default_extractor,
                             default_run_name)
 
@@ -64,6 +64,11 @@ def set_data(wiz: TrainingWizard, mode: str, folder, labels) -> None:
     (d.features_path if mode == DataPage.MODE_FEATURES else d.slides_path).setText(str(folder))
     d.labels_path.setText(str(labels))
     d.refresh()
+
+
+def wait_for_estimate(qtbot, wiz: TrainingWizard) -> None:
+    """The review page estimates the work on a worker thread: wait for its answer."""
+    qtbot.waitUntil(lambda: not wiz.review_page.estimating, timeout=CHECK_MS)
 
 
 def next_enabled(wiz: TrainingWizard) -> bool:
@@ -131,6 +136,7 @@ def test_wizard_completes_on_synthetic_slides_and_launches(qtbot, wizard, slide_
     shoot(qtbot, wiz, "wizard_model.png")
     wiz.next()
     assert wiz.currentId() == PAGE_REVIEW
+    wait_for_estimate(qtbot, wiz)
 
     want_ext = ExtractionPlan(extractor="stain_stats", magnification=5.0, patch_size=128, weights=None, device="cpu",
                               min_tissue=0.4)
@@ -171,6 +177,7 @@ def test_wizard_feature_folder_skips_preprocessing(qtbot, wizard, bag_cohort):
     wiz.next()
     assert wiz.currentId() == PAGE_REVIEW
     assert PAGE_PREPROCESS not in wiz.visitedIds()
+    wait_for_estimate(qtbot, wiz)
     ext, train = wiz.plans()
     assert ext is None and train == TrainingPlan(name="from-bags")
     est = wiz.review_page.estimate
@@ -239,6 +246,7 @@ def test_wizard_bad_labels_csv_shows_problems_and_cannot_launch(qtbot, wizard, b
     m.folds_spin.setValue(3)
     assert m.isComplete() and next_enabled(wiz)
     wiz.next()
+    wait_for_estimate(qtbot, wiz)
     assert wiz.review_page.isComplete()
 
     # the CSV goes bad after the data page: the review re-checks it and refuses to launch
@@ -257,13 +265,13 @@ def test_wizard_weights_check_runs_off_gui_thread(qtbot, wizard, tmp_path, monke
     wiz = wizard
     p = wiz.preprocess_page
     threads = []
-    real = wizard_module.check_weights
+    real = preprocess_page.check_weights
 
     def spy(extractor, weights):
         threads.append(threading.get_ident())
         return real(extractor, weights)
 
-    monkeypatch.setattr(wizard_module, "check_weights", spy)
+    monkeypatch.setattr(preprocess_page, "check_weights", spy)
     p.extractor_combo.setCurrentIndex(p.extractor_combo.findData("stain_stats"))
     with qtbot.waitSignal(p.weights_checked, timeout=CHECK_MS) as sig:
         p.check_weights()
@@ -298,7 +306,7 @@ def test_wizard_closed_during_a_weights_check_drops_the_answer(qtbot, tmp_path, 
         release.wait(10)
         return "late"
 
-    monkeypatch.setattr(wizard_module, "check_weights", slow)
+    monkeypatch.setattr(preprocess_page, "check_weights", slow)
     wiz = TrainingWizard(Project.create(tmp_path / "project"))
     wiz.preprocess_page.check_weights()
     assert started.wait(10)
@@ -330,6 +338,7 @@ def test_wizard_failed_launch_leaves_project_as_it_was(qtbot, wizard, bag_cohort
     set_data(wiz, DataPage.MODE_FEATURES, feats, labels)
     wiz.next()
     wiz.next()
+    wait_for_estimate(qtbot, wiz)
     assert wiz.currentId() == PAGE_REVIEW and wiz.review_page.isComplete()
 
     def disk_full():
@@ -380,6 +389,7 @@ def test_wizard_text_fits_on_every_page_at_its_smallest_size(qtbot, wizard, slid
         qtbot.wait(20)
         assert _cut_off(m) == [], m.preset()
     wiz.next()
+    wait_for_estimate(qtbot, wiz)
     qtbot.wait(20)
     assert wiz.currentId() == PAGE_REVIEW and _cut_off(wiz.review_page) == []
 
@@ -400,6 +410,7 @@ def test_wizard_leaves_unchanged_values_to_the_preset_and_warns_on_tiny_cohorts(
     m.clusters_spin.setValue(2)
     assert m.plan().n_clusters == 2
     wiz.next()
+    wait_for_estimate(qtbot, wiz)
     r = wiz.review_page
     assert r.isComplete() and r.warnings_label.isVisible()
     assert "its accuracy and the D&D gain are noise" in r.warnings_label.text()

@@ -1,7 +1,8 @@
 """Labels CSV (``slide_id,label[,split]``): read, check and map class names to indices.
 
 Problems are collected, not raised one by one, so the GUI's preview can flag them all; ``LabelTable.check``
-raises the first as a one-line :class:`LabelsError` for the CLI.
+raises the first as a one-line :class:`LabelsError` for the CLI. :func:`read_label_rows` is the one parser: it
+keeps every row with its problem (what a preview shows), and :func:`read_labels` keeps the usable ones.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Dict, List, Optional, Sequence
 from ..errors import DnDError
 
 SPLIT_NAMES = ("train", "val", "test")
-_ID_COLUMNS = ("slide_id", "slide", "id", "case_id")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                  "test": "test", "testing": "test"}
+ID_COLUMNS = ("slide_id", "slide", "id", "case_id")       # accepted names of the slide id column, first wins
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
 
 
 class LabelsError(DnDError):
@@ -105,10 +106,39 @@ class LabelTable:
         return self
 
 
-def read_labels(path: str | os.PathLike) -> LabelTable:
-    """Read ``slide_id,label[,split]`` (header required; extra columns ignored). Never raises on content:
-    duplicates, empty cells and bad split names become ``problems``. Raises only when the file is unreadable
-    or has no usable header."""
+@dataclass
+class LabelRow:
+    """One non-blank data line of a labels CSV as written, with why it cannot be used (``problem``) or None."""
+    line: int
+    slide_id: str
+    label: str
+    split: str = ""                       # as written in the CSV ("" without a split column)
+    problem: Optional[str] = None         # one-line message, as ``LabelTable.problems`` words it
+    status: str = "ok"                    # the same, short, for a table cell
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass
+class LabelRows:
+    """Every row of a labels CSV: what :func:`read_labels` keeps and what it leaves out, and why."""
+    path: Path
+    rows: List[LabelRow]
+    has_split: bool
+
+    def table(self) -> LabelTable:
+        good = [r for r in self.rows if r.ok]
+        splits = [SPLIT_ALIASES[r.split.lower()] for r in good] if self.has_split else None
+        return LabelTable([r.slide_id for r in good], [r.label for r in good], splits, self.path,
+                          [r.problem for r in self.rows if r.problem])
+
+
+def read_label_rows(path: str | os.PathLike) -> LabelRows:
+    """Read ``slide_id,label[,split]`` (header required; id column also ``slide``, ``id`` or ``case_id``; split
+    names in :data:`SPLIT_ALIASES`; extra columns ignored), keeping every row with its problem. Raises
+    :class:`LabelsError` only when the file is unreadable or has no usable header."""
     p = Path(path)
     if not p.is_file():
         raise LabelsError(f"labels CSV not found: {p}")
@@ -116,34 +146,37 @@ def read_labels(path: str | os.PathLike) -> LabelTable:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise LabelsError(f"cannot read labels CSV {p}: {e}") from None
-    rows = list(csv.reader(text.splitlines()))
-    rows = [r for r in rows if any(c.strip() for c in r)]
+    rows = [(i, r) for i, r in enumerate(csv.reader(text.splitlines()), start=1) if any(c.strip() for c in r)]
     if not rows:
         raise LabelsError(f"labels CSV {p} is empty")
-    header = [h.strip().lower() for h in rows[0]]
-    id_col = next((header.index(c) for c in _ID_COLUMNS if c in header), None)
+    header = [h.strip().lower() for h in rows[0][1]]
+    id_col = next((header.index(c) for c in ID_COLUMNS if c in header), None)
     if id_col is None or "label" not in header:
-        raise LabelsError(f"labels CSV {p} needs a header with 'slide_id' and 'label' columns; found {rows[0]}")
+        raise LabelsError(f"labels CSV {p} needs a header with 'slide_id' and 'label' columns; found {rows[0][1]}")
     lab_col = header.index("label")
     split_col = header.index("split") if "split" in header else None
-    ids, labels, splits, problems = [], [], [], []
+    out: List[LabelRow] = []
     seen: Dict[str, int] = {}
-    for lineno, r in enumerate(rows[1:], start=2):
+    for lineno, r in rows[1:]:
         cell = lambda i: r[i].strip() if i is not None and i < len(r) else ""  # noqa: E731
-        sid, lab = cell(id_col), cell(lab_col)
-        if not sid or not lab:
-            problems.append(f"line {lineno}: empty slide_id or label")
-            continue
-        if sid in seen:
-            problems.append(f"duplicate slide id {sid!r} (lines {seen[sid]} and {lineno})")
-            continue
-        seen[sid] = lineno
-        if split_col is not None:
-            raw = cell(split_col).lower()
-            if raw not in _SPLIT_ALIASES:
-                problems.append(f"line {lineno}: split {cell(split_col)!r} is not one of train, val, test")
-                continue
-            splits.append(_SPLIT_ALIASES[raw])
-        ids.append(sid)
-        labels.append(lab)
-    return LabelTable(ids, labels, splits if split_col is not None else None, p, problems)
+        row = LabelRow(lineno, cell(id_col), cell(lab_col), cell(split_col))
+        if not row.slide_id or not row.label:
+            row.problem, row.status = f"line {lineno}: empty slide_id or label", "empty slide_id or label"
+        elif row.slide_id in seen:
+            first = seen[row.slide_id]
+            row.problem = f"duplicate slide id {row.slide_id!r} (lines {first} and {lineno})"
+            row.status = f"duplicate (of line {first})"
+        else:
+            seen[row.slide_id] = lineno
+            if split_col is not None and row.split.lower() not in SPLIT_ALIASES:
+                row.problem = f"line {lineno}: split {row.split!r} is not one of train, val, test"
+                row.status = "split not train/val/test"
+        out.append(row)
+    return LabelRows(p, out, split_col is not None)
+
+
+def read_labels(path: str | os.PathLike) -> LabelTable:
+    """Read ``slide_id,label[,split]`` (header required; extra columns ignored). Never raises on content:
+    duplicates, empty cells and bad split names become ``problems``. Raises only when the file is unreadable
+    or has no usable header."""
+    return read_label_rows(path).table()

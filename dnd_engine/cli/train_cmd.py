@@ -118,6 +118,9 @@ def cmd_train(args) -> int:
     opts = model_options_from_args(args)
     name = args.model
     check_model_options(name, opts)
+    from ..project.data_check import check_data   # the wizard's and the project's data check, before any training
+    check_data(features=args.features, labels_csv=args.labels, folds=0 if args.splits else args.folds) \
+        .raise_for_problems()
     if args.preset:
         from .dnd_cmds import run_train_dnd
         return run_train_dnd(args, name, opts)

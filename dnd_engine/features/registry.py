@@ -47,6 +47,33 @@ class ExtractorSpec:
     int8_float_modules: tuple = ()      # submodules kept fp32 in the int8 network
     int8_seven_bit_modules: tuple = ()  # submodules given 7-bit inputs (see int8.py: saturation without VNNI)
 
+    def locate(self, weights: Optional[str | os.PathLike] = None) -> Path:
+        """The weights file a build would use: ``weights`` if given, else the first found in the usual places.
+        Raises a one-line :class:`DnDError` saying where to put it. A glob and a stat, never a load."""
+        return locate_weights(self.name, weights, self.weight_candidates(), self.weight_suggestion(),
+                              self.how_to_get)
+
+    def located(self) -> Optional[Path]:
+        """The weights file found without being told one, or None (also when this encoder needs none)."""
+        if not self.needs_weights:
+            return None
+        try:
+            return self.locate()
+        except DnDError:
+            return None
+
+    def weights_problem(self, weights: Optional[str | os.PathLike] = None) -> Optional[str]:
+        """Why this encoder cannot be built with ``weights`` (None: the file it finds), in one line, or None."""
+        if not self.needs_weights:
+            return None
+        if weights:
+            p = Path(weights).expanduser()
+            return None if p.is_file() else f"no such weights file: {p}"
+        if self.located() is None:
+            return (f"{self.name} needs a weights file, not found on this machine: {self.how_to_get}; put it at "
+                    f"{self.weight_suggestion()}")
+        return None
+
 
 class Extractor(nn.Module):
     """A built encoder with its preprocessing: ``forward(uint8 (B,H,W,3)) -> float32 (B, dim)``."""
@@ -293,6 +320,12 @@ def get_spec(name: str) -> ExtractorSpec:
     return EXTRACTORS[name]
 
 
+def default_extractor() -> str:
+    """The encoder to offer first: CLAM's ResNet-50 when its weights are on this machine, else the weight-free
+    stain_stats (a first run must not stop on a missing download)."""
+    return "resnet50_trunc" if get_spec("resnet50_trunc").located() is not None else "stain_stats"
+
+
 def build_extractor(name: str, weights: Optional[str | os.PathLike] = None, random_init: bool = False,
                     device: str | torch.device = "cpu", precision: str = "auto") -> Extractor:
     """Build extractor ``name`` with its weights located locally.
@@ -305,7 +338,7 @@ def build_extractor(name: str, weights: Optional[str | os.PathLike] = None, rand
         # silently ignoring the file would let a user believe features came from the weights they named
         raise DnDError(f"{name} takes no weights; drop --weights")
     if spec.needs_weights and not random_init:
-        path = locate_weights(name, weights, spec.weight_candidates(), spec.weight_suggestion(), spec.how_to_get)
+        path = spec.locate(weights)
     torch.manual_seed(0)
     net = spec.builder(path)
     return Extractor(spec, net, path).configure(device, precision)

@@ -23,6 +23,8 @@ from .base import MILModel, MILOutput, activation, dropout_p, register
 class ABMIL(MILModel):
     order_invariant = True
     reference = "isyangshu/MambaMIL models/ABMIL.py DAttention (GatedAttention when gated=True)"
+    title = "ABMIL"
+    summary = "attention pooling (Ilse et al.): learns which patches matter; fast, a good first choice"
 
     def __init__(self, in_dim: int = 1024, n_classes: int = 2, dropout=0.25, act: str = "relu",
                  gated: bool = False):

@@ -46,13 +46,18 @@ class MILModel(nn.Module):
 
     Class attributes describe the method so the trainer, the GUI and tests need not special-case names:
     ``order_invariant`` (a permutation of the instances leaves logits unchanged), ``memory`` ("linear" or
-    "quadratic" in N), ``reference`` (where the architecture comes from).
+    "quadratic" in N), ``reference`` (where the architecture comes from), ``title`` and ``summary`` (how a
+    user interface names and describes the method in one line; kept here, beside the model, as timm keeps its
+    ``default_cfgs``), ``slow`` (trains markedly slower than ABMIL: worth a note before a long run).
     """
 
     name: str = ""
     order_invariant: bool = False
     memory: str = "linear"
     reference: str = ""
+    title: str = ""
+    summary: str = ""
+    slow: bool = False
 
     def __init__(self, in_dim: int, n_classes: int):
         super().__init__()

@@ -237,6 +237,10 @@ class MambaMIL(MILModel):
     memory = "linear"
     reference = ("isyangshu/MambaMIL models/MambaMIL.py + mamba/mamba_ssm/modules/srmamba.py (as imported by "
                  "MariosPapadopoulos/DnD_MIL); scan math: state-spaces/mamba selective_scan_ref")
+    title = "MambaMIL"
+    summary = ("two Mamba (selective state-space) layers and attention pooling; the slowest here: its scan runs in "
+               "plain PyTorch")
+    slow = True
 
     def __init__(self, in_dim: int = 1024, n_classes: int = 2, dropout=0.25, act: str = "gelu", layer: int = 2,
                  rate: int = 10, type: str = "SRMamba", checkpoint: bool = True, chunk: Optional[int] = None):

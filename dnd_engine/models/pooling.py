@@ -40,6 +40,8 @@ class MeanMIL(_InstancePooling):
     """Average of instance logits; the instance score is the instance's logit for the predicted class."""
 
     reference = "isyangshu/MambaMIL models/Mean_Max_MIL.py MeanMIL"
+    title = "Mean pooling"
+    summary = "an MLP scores every patch and the scores are averaged; the fastest, a baseline"
 
     def _forward(self, x: torch.Tensor, scores: bool) -> MILOutput:
         hidden = self.head[:3](x)
@@ -56,6 +58,8 @@ class MaxMIL(_InstancePooling):
     """Per-class maximum of instance logits; the instance score is its logit for the predicted class."""
 
     reference = "isyangshu/MambaMIL models/Mean_Max_MIL.py MaxMIL"
+    title = "Max pooling"
+    summary = "an MLP scores every patch and the highest score decides; fast, a baseline"
 
     def _forward(self, x: torch.Tensor, scores: bool) -> MILOutput:
         inst_logits = self.head(x)

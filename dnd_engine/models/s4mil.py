@@ -120,6 +120,8 @@ class S4MIL(MILModel):
     memory = "linear"
     reference = ("isyangshu/MambaMIL models/S4MIL.py S4Model (as imported by MariosPapadopoulos/DnD_MIL); "
                  "original: MICS-Lab/s4_digital_pathology models/s4model.py")
+    title = "S4MIL"
+    summary = "a state-space (S4D) layer over the patch sequence, then max pooling; moderate speed"
 
     def __init__(self, in_dim: int = 1024, n_classes: int = 2, dropout=0.25, act: str = "gelu",
                  d_model: int = 512, d_state: int = 32):

@@ -161,6 +161,10 @@ class TransMIL(MILModel):
     memory = "linear"
     reference = ("isyangshu/MambaMIL models/TransMIL.py (imported by MariosPapadopoulos/DnD_MIL); "
                  "original szc19990412/TransMIL; Nyström attention after lucidrains/nystrom-attention")
+    title = "TransMIL"
+    summary = ("a Nyström-attention transformer over the patches (reads them in grid order); slower to train, "
+               "about 4× ABMIL's parameters")
+    slow = True
 
     def __init__(self, in_dim: int = 1024, n_classes: int = 2, dropout=0.25, act: str = "relu",
                  landmarks: int = _DIM // 2, pinv_iterations: int = 6):

@@ -8,11 +8,12 @@ change what a finished run was trained on; where they came from is kept.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Dict, List, Optional
 
@@ -23,6 +24,7 @@ from ..errors import DnDError
 from ..features.extract import find_slides
 from ..slides.overrides import MagnificationOverride, OverrideTable
 from ..slides.slide import is_slide_path, slide_id
+from .data_check import DataReport, check_data
 from .schema import (Field, Invalid, check_document, dataclass_fields, dict_of, list_of, number, optional, record,
                      split_record, text)
 
@@ -314,11 +316,69 @@ class Project:
                 pass
         return sorted(self.slide_paths())
 
+    def data_report(self, folds: int = 0) -> DataReport:
+        """:func:`check_data` on what the project holds: its feature bags when it has them, else its slides."""
+        feats = self.features_dir
+        if feats is not None and feats.is_dir():
+            try:
+                find_bags(feats)
+                return check_data(features=feats, labels_csv=self.labels_path, folds=folds)
+            except DnDError:
+                pass
+        return check_data(slides=list(self.slides), labels_csv=self.labels_path, folds=folds)
+
     def label_problems(self, folds: int = 0) -> List[str]:
-        table = self.label_table()
-        if table is None:
+        if self.labels_path is None:
             return ["no labels CSV chosen"]
-        return table.find_problems(available=self.available_ids(), folds=folds)
+        return self.data_report(folds).problems()
+
+    def apply_data(self, *, labels: str | os.PathLike, slides: Optional[str | os.PathLike | List[str]] = None,
+                   features: Optional[str | os.PathLike] = None) -> LabelTable:
+        """Link ``slides`` (a folder or files; the features to come are extracted from them) or use the bags in
+        ``features``, copy ``labels`` in, and save: all or nothing. On any failure the manifest's fields, the
+        project's labels file and ``project.json`` are as they were, and the error is raised."""
+        if (slides is None) == (features is None):
+            raise ProjectError("give either a slides folder or a feature folder")
+        saved = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "root"}
+        labels_file = self.root / LABELS
+        old_labels = labels_file.read_bytes() if labels_file.is_file() else None
+        try:
+            if features is not None:
+                self.set_features(features)
+            else:
+                self.set_slides(slides)
+                self.features, self.extraction = None, {}    # the extraction to come makes the features
+            table = self.set_labels(labels)
+            self.save()
+            return table
+        except BaseException:
+            for k, v in saved.items():
+                setattr(self, k, v)
+            self._restore_labels(labels_file, old_labels)
+            raise
+
+    def preview_data(self, *, labels: str | os.PathLike, slides: Optional[List[str | os.PathLike]] = None,
+                     features: Optional[str | os.PathLike] = None) -> "Project":
+        """An in-memory copy with the data of :meth:`apply_data` in place, for estimates before anything is
+        applied: never saved, nothing copied or linked (``slides`` is the list of slide files)."""
+        p = copy.copy(self)
+        p.labels = str(Path(labels).expanduser().resolve())
+        if features is not None:
+            p.features, p.slides = str(Path(features).expanduser().resolve()), []
+        else:
+            p.features, p.slides = None, [str(s) for s in (slides or [])]
+        return p
+
+    @staticmethod
+    def _restore_labels(labels_file: Path, old: Optional[bytes]) -> None:
+        try:
+            if old is None:
+                labels_file.unlink(missing_ok=True)
+            elif not labels_file.is_file() or labels_file.read_bytes() != old:
+                with atomic_path(labels_file) as tmp:
+                    tmp.write_bytes(old)
+        except OSError:
+            pass    # the original error is the one to report
 
     # --- runs and the model ------------------------------------------------------------------------------
     def runs_root(self) -> Path:
