@@ -423,3 +423,50 @@ def test_wizard_leaves_unchanged_values_to_the_preset_and_warns_on_tiny_cohorts(
         wiz.back()
         qtbot.wait(50)
         wiz.grab().save(os.path.join(shots, "i19-D-wizard-model-warning.png"))
+
+
+def test_wizard_estimates_the_work_off_the_ui_thread(qtbot, wizard, bag_cohort, monkeypatch):
+    """estimate_work opens every slide: the review page runs it on a worker and says it is estimating meanwhile."""
+    from dnd_gui.wizard import review_page
+    feats, labels, _, _ = bag_cohort
+    wiz = wizard
+    threads, release = [], threading.Event()
+    real = review_page.estimate_work
+
+    def spy(*args):
+        threads.append(threading.current_thread())
+        release.wait(CHECK_MS / 1000)
+        return real(*args)
+
+    monkeypatch.setattr(review_page, "estimate_work", spy)
+    set_data(wiz, DataPage.MODE_FEATURES, feats, labels)
+    wiz.next()
+    wiz.next()
+    r = wiz.review_page
+    assert wiz.currentId() == PAGE_REVIEW and r.estimating and r.estimate is None
+    assert "estimating…" in r.estimate_label.text()
+    assert not r.isComplete() and not wiz.button(QWizard.WizardButton.FinishButton).isEnabled()
+    release.set()
+    wait_for_estimate(qtbot, wiz)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    assert r.isComplete() and "12 slides" in r.estimate_label.text()
+    wiz.back()
+    wiz.next()                                  # the same choices: the estimate is kept, not made again
+    assert len(threads) == 1 and r.isComplete()
+    with qtbot.waitSignal(wiz.launch_requested, timeout=5000):
+        wiz.accept()
+
+
+def test_wizard_package_holds_no_engine_logic():
+    """The wizard is a package of small pages, imports no private engine name and keeps no model catalogue."""
+    import re
+    folder = ROOT / "dnd_gui" / "wizard"
+    files = sorted(folder.glob("*.py"))
+    assert {f.name for f in files} >= {"__init__.py", "widgets.py", "data_page.py", "preprocess_page.py",
+                                       "model_page.py", "review_page.py", "wizard.py"}
+    for f in files:
+        text = f.read_text()
+        assert len(text.splitlines()) <= 450, f.name
+        assert not re.search(r"from dnd_engine[\w.]* import [^\n]*\b_[a-zA-Z]|dnd_engine(\.\w+)*\._[a-zA-Z]", text), f
+        for copy in ("MODEL_INFO", "csv.reader", "torch.cuda", "locate_weights", "_SPLIT_ALIASES", "estimate_work("):
+            assert copy not in text or (f.name == "review_page.py" and copy == "estimate_work("), (f.name, copy)
