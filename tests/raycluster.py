@@ -64,7 +64,7 @@ class LocalRayCluster:
         return self
 
     def stop(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
             for g in self.groups:
                 if _alive(g):
                     os.killpg(g, sig)

@@ -35,10 +35,10 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """Four small synthetic slides and one file that is no slide (it fails, locally and on the cluster)."""
+    """Three small synthetic slides and one file that is no slide (it fails, locally and on the cluster)."""
     from dnd_engine.synth import make_synthetic_cohort
     root = tmp_path_factory.mktemp("ray_cohort")
-    make_synthetic_cohort(root / "c", n_slides=4, size=2048, seed=5)
+    make_synthetic_cohort(root / "c", n_slides=3, size=2048, seed=5)
     slides = root / "c" / "slides"
     (slides / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 200)
     return slides
@@ -63,7 +63,7 @@ def test_ray_run_equals_a_local_run_and_resumes(ray_cluster, cohort, tmp_path, c
     assert main(args + ["--out", str(tmp_path / "local")]) == 3        # the broken file fails, the rest are done
     assert main(args + ["--out", str(tmp_path / "ray"), "--ray", ray_cluster.address]) == 3
     ref, got = _features(tmp_path / "local"), _features(tmp_path / "ray")
-    assert len(ref) == 4 and set(got) == set(ref)
+    assert len(ref) == 3 and set(got) == set(ref)
     for sid, (feats, coords, attrs, cattrs) in ref.items():
         g_feats, g_coords, g_attrs, g_cattrs = got[sid]
         np.testing.assert_array_equal(g_coords, coords)
@@ -81,8 +81,8 @@ def test_ray_run_equals_a_local_run_and_resumes(ray_cluster, cohort, tmp_path, c
     results = extract_cohort(cohort, tmp_path / "ray", ExtractConfig(extractor="stain_stats", ray=ray_cluster.address),
                              progress=lambda d, n, m: ticks.append((d, n)),
                              slide_progress=lambda d, n, m: patches.append((d, n)))
-    assert sorted(r.status for r in results) == ["failed"] + ["skipped"] * 4
-    assert ticks[0] == (0, 5) and ticks[-1] == (5, 5) and not patches
+    assert sorted(r.status for r in results) == ["failed"] + ["skipped"] * 3
+    assert ticks[0] == (0, 4) and ticks[-1] == (4, 4) and not patches
 
 
 def test_ray_run_reports_patches_and_honours_cancel(ray_cluster, cohort, tmp_path, no_part_files):
@@ -114,9 +114,9 @@ def test_a_bad_address_is_refused_in_one_line(tmp_path, capsys, cmu_slide):
     assert code != 0 and len(err.splitlines()) == 1 and "Ray address must be auto, local or HOST:PORT" in err
 
 
-def test_nothing_imports_ray_unless_asked(tmp_path, cmu_slide):
+def test_nothing_imports_ray_unless_asked(tmp_path, cohort):
     code = ("import sys; from dnd_engine.cli.main import main; "
-            f"main(['extract', '--slides', {str(cmu_slide)!r}, '--out', {str(tmp_path / 'o')!r}, '--quiet', "
+            f"main(['extract', '--slides', {str(cohort / 'synth_000.tif')!r}, '--out', {str(tmp_path / 'o')!r}, '--quiet', "
             "'--workers', '0']); import dnd_gui.settings; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
