@@ -14,6 +14,15 @@ from dnd_engine.errors import Cancelled
 from dnd_engine.features import ExtractConfig, extract_cohort, feature_dir_for
 
 
+def _reset_ray_auth() -> None:
+    """Ray caches the token it read first: its own tests reset that cache when they change the token."""
+    try:
+        from ray._private.authentication_test_utils import reset_auth_token_state
+    except ImportError:
+        return
+    reset_auth_token_state()
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     from raycluster import LocalRayCluster
@@ -23,14 +32,12 @@ def ray_cluster():
             for k, v in cluster.driver_env.items():    # before Ray is imported: it reads them once
                 mp.setenv(k, v)
             pytest.importorskip("ray")
-            try:      # Ray caches the token it read first; its own tests reset that cache so
-                from ray._private.authentication_test_utils import reset_auth_token_state
-                reset_auth_token_state()
-            except ImportError:
-                pass
+            _reset_ray_auth()
             yield cluster.start()
     finally:
         cluster.stop()
+        if "ray" in sys.modules and sys.modules["ray"] is not None:
+            _reset_ray_auth()           # later tests (a private local Ray) must not present this token
 
 
 @pytest.fixture(scope="module")

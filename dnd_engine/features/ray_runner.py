@@ -203,6 +203,10 @@ def _run(ray, paths, out_dir, fdir, config, extractor, claim, progress, slide_pr
         if info["dim"] != extractor.dim:
             raise DnDError(f"the cluster's '{config.extractor}' gives {info['dim']}-d features, here "
                            f"{extractor.dim}-d: check its weights")
+        if info["precision"] != str(extractor.precision):   # the files must say how they were computed
+            raise DnDError(f"the cluster's encoders run in {info['precision']} where this computer resolves "
+                           f"--precision {config.precision} to {extractor.precision}: give --precision "
+                           f"{info['precision']} (or fp32) explicitly")
     log.info("Ray: %d encoder(s) on %s", n_enc, ", ".join(i["device"] for i in infos))
     prepare = ray.remote(num_cpus=1, max_retries=0)(_prepare_in_child)
     read = ray.remote(num_cpus=1, max_retries=0)(_read_unit)
