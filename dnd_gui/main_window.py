@@ -263,6 +263,10 @@ class MainWindow(QMainWindow):
                                self.export_geojson_action, self.export_csv_action, None, self.close_action,
                                quit_action))
         file_menu.insertMenu(self.classify_action, self.recent_menu)
+        self.settings_action = self._action("&Settings\u2026", self.open_settings, SK.Preferences,
+                                            tip="Where feature extraction jobs run (a Ray cluster)")
+        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
+        file_menu.insertAction(quit_action, self.settings_action)
         self._refresh_recent_menu()
 
         project_menu = self.menuBar().addMenu("&Project")
@@ -1118,12 +1122,19 @@ class MainWindow(QMainWindow):
         self.wizard.show()
         return self.wizard
 
+    def open_settings(self):
+        """File ▸ Settings (window-modal): where extraction jobs run. Returns the dialog (for tests)."""
+        from .settings_dialog import SettingsDialog
+        dialog = SettingsDialog(self.settings, self)
+        dialog.open()
+        return dialog
+
     def launch_training(self, extraction: Optional[ExtractionPlan], training: TrainingPlan) -> list:
         if self.session is None:
             return []
         try:
             self.scales.adopt(self.session.project)     # magnifications set before the project existed
-            jobs = self.session.launch(extraction, training)
+            jobs = self.session.launch(extraction, training, ray_address=self.settings.ray_address())
         except ProjectError as exc:
             self._show_error("Train", str(exc), "The jobs could not be started")
             return []

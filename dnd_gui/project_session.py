@@ -12,6 +12,7 @@ independent of each other: cancelling one stops exactly that one, and the next o
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Dict, List, Optional
 
 from PySide6.QtCore import QObject, Signal
@@ -64,8 +65,12 @@ class ProjectSession(QObject):
         self._curves_job: Optional[Job] = None   # the training job whose epochs the curves show
 
     # --- launching ---------------------------------------------------------------------------------------
-    def launch(self, extraction: Optional[ExtractionPlan], training: TrainingPlan) -> List[Job]:
-        """Queue the extraction (if any) and one cross-validated D&D run per method."""
+    def launch(self, extraction: Optional[ExtractionPlan], training: TrainingPlan,
+               ray_address: str = "") -> List[Job]:
+        """Queue the extraction (if any) and one cross-validated D&D run per method. ``ray_address``: the Ray
+        cluster of the app's Settings; the job's record keeps it, so a resumed job goes to the same cluster."""
+        if extraction is not None and ray_address:
+            extraction = replace(extraction, ray_address=ray_address)
         if extraction is not None:
             extraction.validate()
         training.validate()

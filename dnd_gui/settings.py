@@ -1,5 +1,6 @@
 """What the app remembers between runs (QSettings): recent slides and projects, theme, window layout, last folders,
-and the magnification the user set for slides whose files lack it (when no project is open).
+the magnification the user set for slides whose files lack it (when no project is open), and the Ray cluster
+extraction jobs are sent to.
 
 One small typed wrapper, so keys are spelled once and tests can point it at a throw-away INI file.
 """
@@ -93,6 +94,15 @@ class AppSettings:
         table = self.slide_overrides()
         table.set(path, override)
         self.qsettings.setValue("slides/magnification_overrides", json.dumps(table.entries, sort_keys=True))
+        self.qsettings.sync()
+
+    # --- where extraction jobs run ----------------------------------------------------------------------------
+    def ray_address(self) -> str:
+        """The Ray cluster project extractions are sent to (auto, local or HOST:PORT); "": this computer."""
+        return str(self.qsettings.value("cluster/ray_address", "") or "").strip()
+
+    def set_ray_address(self, address: str) -> None:
+        self.qsettings.setValue("cluster/ray_address", str(address or "").strip())
         self.qsettings.sync()
 
     # --- folders -----------------------------------------------------------------------------------------

@@ -66,6 +66,10 @@ def _add_extract(sub) -> None:
     p.add_argument("--device-decode", type=float, default=None, metavar="SHARE",
                    help="share (0-1) of the tile reader's JPEG blocks decoded on the encoder's device (nvJPEG on a "
                         "GPU) while the reading processes decode the rest; default: 0.3 on CUDA, 0 on CPU")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster (needs dnd-studio[cluster]): auto = the cluster RAY_ADDRESS names or "
+                        "the one running here; local = a private Ray instance on this machine; HOST:PORT = that "
+                        "cluster's head. Slides and --out must be on a folder every node sees")
     p.add_argument("--overwrite", action="store_true", help="recompute slides whose features already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
@@ -137,6 +141,10 @@ def _check_extract_args(args) -> None:
     _check_range("--tissue-threshold", args.tissue_threshold, 0, 255, "a saturation")
     _check_power("--base-magnification", args.base_magnification)
     _check_power("--objective-power", args.objective_power)
+    if args.ray is not None:      # refused before any work: a bad address, or Ray not installed
+        from ..features.ray_runner import check_address, import_ray
+        args.ray = check_address(args.ray)
+        import_ray()
 
 
 # --- commands ---------------------------------------------------------------------------------------------
@@ -229,7 +237,7 @@ def cmd_extract(args) -> int:
         batch_size=args.batch_size, num_workers=args.workers,
         device=args.device, precision=args.precision, compile=args.compile, reader=args.reader,
         device_decode=args.device_decode,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, ray=args.ray)
     try:
         cfg.patch_params().validate()
     except ValueError as exc:

@@ -87,6 +87,8 @@ class ExtractConfig:
     #                                             (nvJPEG on CUDA); None: auto (0.3 on CUDA, 0 on CPU)
     mp_context: Optional[str] = None            # fork | forkserver | spawn for the reading processes (None: the
     #                                             platform's default; a Qt app must not fork its threads)
+    ray: Optional[str] = None                   # auto | local | HOST:PORT: run the cohort on a Ray cluster
+    #                                             (ray_runner.py); None: on this machine
 
     def patch_params(self) -> PatchParams:
         return PatchParams(magnification=self.magnification, patch_size=self.patch_size, overlap=self.overlap,
@@ -513,6 +515,9 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         "device": str(device), "weights_sha256": extractor.weights_sha256() or "", "dnd_version": __version__,
     })
 
+    if config.ray:      # the same plan, settings and files, with the work spread over a Ray cluster
+        from .ray_runner import extract_on_ray
+        return extract_on_ray(paths, out_dir, fdir, config, extractor, claim, progress, slide_progress, cancelled)
     results: dict[int, SlideResult] = {}
     n_slides = len(paths)
 

@@ -55,6 +55,7 @@ class ExtractionPlan(_JsonPlan):
     weights: Optional[str] = None
     device: str = "auto"
     min_tissue: float = 0.25
+    ray_address: str = ""        # a Ray cluster to extract on (auto | local | HOST:PORT); "": this computer
 
     def validate(self) -> "ExtractionPlan":
         if self.extractor not in list_extractors():
@@ -63,12 +64,18 @@ class ExtractionPlan(_JsonPlan):
             raise ProjectError(f"magnification must be > 0, got {self.magnification}")
         if self.patch_size < 16:
             raise ProjectError(f"patch size must be at least 16 pixels, got {self.patch_size}")
+        if self.ray_address:
+            from ..features.ray_runner import check_address
+            try:
+                check_address(self.ray_address)
+            except DnDError as exc:
+                raise ProjectError(str(exc)) from None
         return self
 
     def config(self) -> ExtractConfig:
         return ExtractConfig(extractor=self.extractor, weights=self.weights or None,
                              magnification=self.magnification, patch_size=self.patch_size, device=self.device,
-                             min_tissue=self.min_tissue)
+                             min_tissue=self.min_tissue, ray=self.ray_address.strip() or None)
 
 
 @dataclass
@@ -245,6 +252,8 @@ def run_extraction(project: Project, plan: ExtractionPlan, *, progress: Optional
     config = plan.config()
     config.mp_context = mp_context
     config.slide_overrides = project.overrides_by_path()
+    if config.ray:
+        say(f"extracting on the Ray cluster {config.ray}")
     encoder = build_extractor(config.extractor, config.weights, device=resolve_device(config.device),
                               precision=config.precision)      # built once, whichever folder it writes to
 
