@@ -189,8 +189,9 @@ class WindowActions:
             setattr(win, spec.id, action)
             self.actions[spec.id] = action
         self.theme_group = QActionGroup(win)
-        for name in ("theme_light", "theme_dark"):
-            self.theme_group.addAction(self.actions[name])
+        self.theme_actions = {name[6:]: self.actions[name] for name in ("theme_light", "theme_dark")}
+        for action in self.theme_actions.values():
+            self.theme_group.addAction(action)
         self.magnification_actions = {int(i.split("_")[1]): a for i, a in self.actions.items()
                                       if i.startswith("magnification_")}
         self.menus: dict[str, QMenu] = {}

@@ -190,6 +190,7 @@ class MainWindow(QMainWindow):
         self.status = ViewerStatus(self.statusBar())
         self.window_actions = WindowActions(self)   # builds ``self.<id>`` for every action (open_action …)
         self.magnification_actions = self.window_actions.magnification_actions
+        self.theme_actions = self.window_actions.theme_actions
         self.window_actions.build_menus((self.project_dock, self.inspector_dock, self.jobs_dock, self.predictions_dock))
         self.project_menu = self.window_actions.menus["project"]
         self.slides.refresh_recent()
