@@ -81,6 +81,7 @@ def test_window_actions_follow_project_slide_and_heatmap_state(qtbot, window, py
     assert not hasattr(win, "_refresh_actions")
     assert not win.close_project_action.isEnabled() and not win.resume_action.isEnabled()
     assert not win.close_action.isEnabled() and not win.export_png_action.isEnabled()
+    assert not any(a.isEnabled() for a in win.magnification_actions.values())   # no slide: no magnification
 
     win.new_project(str(tmp_path / "study"))
     assert win.close_project_action.isEnabled() and not win.resume_action.isEnabled()
@@ -125,6 +126,12 @@ def test_heatmap_visibility_is_one_state_the_action_and_the_checkbox_follow(qtbo
     box.setChecked(True)                                                # the inspector's checkbox
     assert len(styles) == 2
     assert win.heatmap_style.visible and win.show_heatmap_action.isChecked() and layer.isVisible()
+
+
+def test_window_files_are_small():
+    folder = Path(__file__).resolve().parents[1] / "dnd_gui" / "window"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+    assert "main_window.py" in sizes and max(sizes.values()) <= 450, sizes
 
 
 # --- engine logic the window used to hold --------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from PySide6.QtCore import QMimeData, QSettings, QStandardPaths, Qt, Signal
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QMainWindow, QMenu, QMessageBox,
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFrame, QMainWindow, QMenu, QMessageBox,
                                QScrollArea, QStackedWidget, QTabWidget, QWidget)
 
 from dnd_engine.model_paths import is_model_path
