@@ -18,6 +18,7 @@ from .atomic import ensure_dir
 from .bags import load_bag
 from .device import resolve_device
 from .errors import Cancelled, DnDError
+from .model_paths import resolve_model_path
 from .models import MILModel
 from .models.io import load_model
 from .predictions import PREDICTIONS_FILE, check_predictions_file, write_predictions
@@ -39,18 +40,6 @@ class LoadedModel:
     def class_names(self) -> List[str]:
         names = self.card.get("class_names")
         return list(names) if names else [f"class_{i}" for i in range(self.model.n_classes)]
-
-
-def resolve_model_path(model: str | Path) -> Path:
-    """A model file, or a run folder holding ``model.safetensors`` (``dnd train --preset`` writes one)."""
-    p = Path(model)
-    if p.is_dir():
-        if (p / "model.safetensors").is_file():
-            return p / "model.safetensors"
-        raise DnDError(f"{p} holds no model.safetensors (is it a finished D&D run folder?)")
-    if not p.is_file():
-        raise DnDError(f"model not found: {p}")
-    return p
 
 
 def load_deployable(model: str | Path, device="cpu", with_teachers: bool = False) -> LoadedModel:

@@ -15,20 +15,19 @@ Nothing here imports torch at module level: the window must not wait for it.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, Signal
 
 from dnd_engine.errors import DnDError
 
 from .background import READER_START
 from .jobs import JobContext, JobFn
 from .viewer.heatmap_layer import MAX_MASK_SIDE
+from .workers import LatestOnly
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "resources" / "models" / "demo_abmil_stain_stats.safetensors"
@@ -96,63 +95,46 @@ def load_model_checked(path: str | Path) -> ReadyModel:
     return ReadyModel(loaded, resolved, str(device), int(extractor.dim))
 
 
-class _LoadModelTask(QRunnable):
-    def __init__(self, owner: "ModelLoader", request: int, path: str):
-        super().__init__()
-        self._owner, self._request, self._path = owner, request, path
-
-    def run(self) -> None:
-        try:
-            model = load_model_checked(self._path)
-        except DnDError as exc:
-            self._owner._failed.emit(self._request, self._path, str(exc).strip())
-        except Exception as exc:  # an unexpected library error is still a message, never a crash
-            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            self._owner._failed.emit(self._request, self._path,
-                                     f"cannot load the model ({type(exc).__name__}{': ' + detail if detail else ''})")
-        else:
-            self._owner._done.emit(self._request, model)
+def _model_message(exc: BaseException) -> str:
+    """The one line a failed load shows: the engine's message, or an unexpected library error named briefly."""
+    if isinstance(exc, DnDError):
+        return str(exc).strip()
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"cannot load the model ({type(exc).__name__}{': ' + detail if detail else ''})"
 
 
 class ModelLoader(QObject):
-    """Loads and checks models on a worker thread; only the newest request reports."""
+    """Loads and checks models on a worker thread; only the newest request reports (:class:`LatestOnly`)."""
 
     loaded = Signal(object)     # ReadyModel
     failed = Signal(str, str)   # path, message
 
-    _done = Signal(int, object)
-    _failed = Signal(int, str, str)
-
     def __init__(self, parent: Optional[QObject] = None):
         super().__init__(parent)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._latest = 0
-        self._done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
-        self._failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
+        self._worker = LatestOnly(self)
+        self._pending: Optional[int] = None   # the request whose outcome has not arrived yet
 
     def load(self, path: str | Path) -> int:
-        self._latest += 1
-        self._pool.start(_LoadModelTask(self, self._latest, str(path)))
-        return self._latest
+        path = str(path)
+        self._pending = self._worker.submit(load_model_checked, path, on_done=self._on_done,
+                                            on_error=lambda exc: self._on_failed(path, exc))
+        return self._pending
 
     def busy(self) -> bool:
-        return self._pool.activeThreadCount() > 0
+        """A model is being loaded (its outcome is still to come)."""
+        return self._pending is not None
 
     def shutdown(self) -> None:
-        self._latest += 1
-        self._pool.clear()
-        self._pool.waitForDone()
+        self._pending = None
+        self._worker.shutdown()
 
-    @Slot(int, object)
-    def _on_done(self, request: int, model: ReadyModel) -> None:
-        if request == self._latest:
-            self.loaded.emit(model)
+    def _on_done(self, model: ReadyModel) -> None:
+        self._pending = None
+        self.loaded.emit(model)
 
-    @Slot(int, str, str)
-    def _on_failed(self, request: int, path: str, message: str) -> None:
-        if request == self._latest:
-            self.failed.emit(path, message)
+    def _on_failed(self, path: str, exc: BaseException) -> None:
+        self._pending = None
+        self.failed.emit(path, _model_message(exc))
 
 
 # --- classification job --------------------------------------------------------------------------------------
@@ -217,22 +199,12 @@ def classify_job(model: ReadyModel, slides: Sequence[str | Path], out_dir: Path,
 
 # --- true labels ---------------------------------------------------------------------------------------------
 def read_labels_csv(path: str | Path) -> dict[str, str]:
-    """``slide_id → label`` from a CSV with ``slide_id`` and ``label`` columns (the file ``dnd train`` reads)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise DnDError(f"cannot read {p.name}: {exc.strerror or exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-    if "slide_id" not in fields or "label" not in fields:
-        raise DnDError(f"{p.name}: a labels file needs 'slide_id' and 'label' columns (found: {', '.join(fields)})")
-    out: dict[str, str] = {}
-    for row in reader:
-        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        if row.get("slide_id"):
-            out[row["slide_id"]] = row.get("label", "")
-    return out
+    """``slide_id → label`` from a labels CSV, read by the engine (:func:`dnd_engine.bags.labels.read_labels`), so
+    the app accepts the same columns as ``dnd train`` (``slide_id``, ``slide``, ``id`` or ``case_id``; ``label``).
+    Raises a one-line :class:`DnDError` when the file cannot be read or lacks those columns."""
+    from dnd_engine.bags.labels import read_labels   # dnd_engine.bags imports torch: not at module level
+    table = read_labels(path)
+    return dict(zip(table.slide_ids, table.labels))
 
 
 def labels_near(slide_path: str | Path) -> dict[str, str]:

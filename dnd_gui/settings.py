@@ -52,9 +52,6 @@ class AppSettings:
         self.qsettings.setValue("recent_projects", items[:MAX_RECENT])
         return items[:MAX_RECENT]
 
-    def remove_recent_project(self, path: str) -> None:
-        self.qsettings.setValue("recent_projects", [p for p in self.recent_projects() if p != str(path)])
-
     # --- appearance and layout ---------------------------------------------------------------------------
     def theme(self) -> str:
         value = str(self.qsettings.value("theme", "dark"))

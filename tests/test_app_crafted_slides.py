@@ -252,11 +252,11 @@ def test_app_survives_a_reader_crash_on_tile_reads_of_a_dropped_slide(qtbot, win
     assert win.isVisible() and win.last_error == message
     assert win.view.message() == message and not win.view.has_slide()   # the viewer says why, in the slide's place
     assert win.slide is None
-    status = win.project.status_text(str(bad))                              # the slide list marks it failed
+    status = win.slide_list.status_text(str(bad))                              # the slide list marks it failed
     assert "crashed" in status and "\n" not in status
     win.grab().save(str(tmp_path / "crashed.png"))
     open_good_and_see_tiles(qtbot, win, good_slide)
-    assert win.project.status_text(str(bad)) == status                     # the bad one stays marked
+    assert win.slide_list.status_text(str(bad)) == status                     # the bad one stays marked
 
 
 def test_app_survives_the_crafted_file_then_opens_a_good_one(qtbot, win, good_slide, crafted_slide):

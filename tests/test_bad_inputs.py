@@ -146,7 +146,7 @@ def test_the_app_shows_the_metadata_error_and_keeps_its_model(qtbot, tmp_path, g
     assert "cannot load the model (" not in message          # the generic fallback for unexpected errors
     assert win.error_box.isVisible() and message in win.error_box.informativeText()
     assert win.model is not None and win.model.is_demo       # the previous model stays active
-    box = win.project.model_box.status.text()
+    box = win.slide_list.model_box.status.text()
     assert "stays active" in box and box.count("model.safetensors") == 1, box
     if case == "patch_size_negative":
         qtbot.wait(200)                                       # let the wrapped labels lay out before the grab

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication
 
 from dnd_engine.project import Project, ProjectError
 from dnd_engine.synth import make_synthetic_cohort
-from dnd_gui import context_menus
+from dnd_gui.window import context_menus
 from dnd_gui.main_window import MainWindow
 from dnd_gui.xcb_check import XCB_LIBRARIES, check_xcb, missing_xcb_libraries, uses_xcb
 
@@ -192,9 +192,9 @@ def test_project_adds_and_removes_slides(tmp_path):
 
 def test_new_project_shows_its_name_and_the_next_step(qtbot, window, tmp_path):
     win = window
-    assert not win.project.header.isVisible()
+    assert not win.slide_list.header.isVisible()
     win.new_project(str(tmp_path / "Study A"))
-    header = win.project.header
+    header = win.slide_list.header
     assert header.isVisible() and "Study A" in header.name.text()
     assert header.step == "add slides" and "add slides" in header.next_step.text()
     assert header.add_button.isDefault() and not header.train_button.isEnabled()
@@ -211,18 +211,18 @@ def test_dropping_a_folder_adds_its_slides_to_the_open_project(qtbot, window, co
     with qtbot.waitSignal(win.slide_loaded, timeout=LOAD_MS):  # the first one is shown
         drop(win, [cohort])
     assert Project.open(session.project.root).slides == slides  # linked and saved at once
-    assert win.project.paths() == slides
+    assert win.slide_list.paths() == slides
     assert not win.jobs.jobs  # listed, not classified
-    header = win.project.header
+    header = win.slide_list.header
     assert header.step == "train" and "2 slides" in header.detail.text() and header.train_button.isEnabled()
     # the project's name stays in view with a slide open
     assert "proj" in win.windowTitle() and Path(slides[0]).name in win.windowTitle()
     # thumbnails and labels (the cohort's labels.csv) in the list
-    qtbot.waitUntil(lambda: all(win.project.has_thumbnail(p) for p in slides), timeout=LOAD_MS)
+    qtbot.waitUntil(lambda: all(win.slide_list.has_thumbnail(p) for p in slides), timeout=LOAD_MS)
     labels = {r.split(",")[0]: r.split(",")[1] for r in (cohort.parent / "labels.csv").read_text().split()[1:]}
     for p in slides:
-        assert labels[Path(p).stem] in win.project._item(p).text().split("\n")[0]
-    win.project.list.setCurrentRow(1)
+        assert labels[Path(p).stem] in win.slide_list._item(p).text().split("\n")[0]
+    win.slide_list.list.setCurrentRow(1)
     shot(win, "i19-E-project-with-slides.png")
 
 
@@ -230,7 +230,7 @@ def test_dropping_a_folder_without_a_project_lists_its_slides(qtbot, window, coh
     win = window
     with qtbot.waitSignal(win.slide_loaded, timeout=LOAD_MS):
         drop(win, [cohort])
-    assert sorted(win.project.paths()) == sorted(str(p.resolve()) for p in cohort.glob("*.tif"))
+    assert sorted(win.slide_list.paths()) == sorted(str(p.resolve()) for p in cohort.glob("*.tif"))
     assert win.session is None and not win.jobs.jobs
 
 
@@ -238,7 +238,7 @@ def test_dropping_a_folder_without_slides_says_so(qtbot, window, tmp_path):
     (tmp_path / "empty").mkdir()
     drop(window, [tmp_path / "empty"])
     assert "no slide files" in window.last_error and "\n" not in window.last_error
-    assert window.project.paths() == []
+    assert window.slide_list.paths() == []
 
 
 # --- item 12: right-click menus and the toolbar -----------------------------------------------------------
@@ -255,9 +255,9 @@ def test_slide_list_menu_opens_classifies_removes_and_shows_in_folder(qtbot, win
     assert "Remove from Project" in texts and "Show in Folder" in texts
     assert not menu_action(menu, "Classify").isEnabled()  # no model loaded
     # the menu as the user sees it
-    item = win.project._item(slides[1])
-    pos = win.project.list.visualItemRect(item).center()
-    win.project.list.customContextMenuRequested.emit(pos)
+    item = win.slide_list._item(slides[1])
+    pos = win.slide_list.list.visualItemRect(item).center()
+    win.slide_list.list.customContextMenuRequested.emit(pos)
     assert win.context_menu is not None and win.context_menu.isVisible()
     shot(win.context_menu, "i19-E-slide-menu.png")
     win.context_menu.close()
@@ -273,7 +273,7 @@ def test_slide_list_menu_opens_classifies_removes_and_shows_in_folder(qtbot, win
     assert win.current_path == slides[1]
 
     menu_action(context_menus.slide_menu(win, slides[1]), "Remove from Project").trigger()
-    assert win.current_path is None and slides[1] not in win.project.paths()
+    assert win.current_path is None and slides[1] not in win.slide_list.paths()
     assert Project.open(session.project.root).slides == [slides[0]]
     assert Path(slides[1]).is_file()
 

@@ -107,7 +107,7 @@ def test_cancelling_the_question_cancels_that_slide_only(qtbot, tmp_path, monkey
     assert job is not None and [p for p, r in win.records.items() if r.job is job] == [str(cmu_slide)]
     assert "classification cancelled" in win.last_error and tcga.name in win.last_error
     assert "\n" not in win.last_error
-    assert win.project.status_text(str(tcga)).startswith("cancelled")
+    assert win.slide_list.status_text(str(tcga)).startswith("cancelled")
     assert win.records[str(tcga)].job is None
     assert win.classify([str(tcga)]) is None                  # cancelled again: no job at all
     qtbot.waitUntil(lambda: bool(done), timeout=JOB_MS)

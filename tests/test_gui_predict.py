@@ -134,7 +134,7 @@ def test_drop_classifies_the_slide_and_shows_prediction_and_heatmap(qtbot, demo_
     assert box.predicted_text == pred.predicted
     assert box.bars.names == CLASSES and sum(box.bars.probs) == pytest.approx(1.0, abs=1e-5)
     assert box.demo_note.isVisible()                           # the demo model is never mistaken for a real one
-    assert win.project.status_text(slide).startswith(pred.predicted)
+    assert win.slide_list.status_text(slide).startswith(pred.predicted)
 
     layer = win.heatmap_layer
     assert layer.scene() is win.view.scene() and layer.isVisible() and layer.painted_cells > 0
@@ -207,7 +207,7 @@ def test_cancel_stops_the_predict_job_and_leaves_no_partial_files(qtbot, demo_wi
     assert "cancelled" in row.message.text()
     assert win.records[first].prediction.status == "done"  # what was finished is kept
     assert win.records[second].prediction is None
-    assert win.project.status_text(second) == "cancelled"
+    assert win.slide_list.status_text(second) == "cancelled"
 
     out = tmp_path / "out" / "demo_abmil_stain_stats"
     assert not partial_files(tmp_path / "out")
@@ -276,7 +276,7 @@ def test_predict_on_an_unreadable_slide_reports_why(qtbot, demo_window, tmp_path
     assert win.error_box.isVisible() and "broken.svs" in win.last_error
     pred = win.records[str(broken)].prediction
     assert pred.status == "failed" and "broken.svs" in pred.error and "\n" not in pred.error
-    assert win.project.status_text(str(broken)) == "failed"
+    assert win.slide_list.status_text(str(broken)) == "failed"
     row = win.predictions.model.rows[0]
     assert row.status == "failed" and row.error == pred.error
     assert win.heatmap_layer is None
@@ -309,7 +309,7 @@ def test_predict_refuses_a_model_that_cannot_run_and_keeps_the_demo(qtbot, demo_
     assert all(part in message for part in expected), message
     assert win.error_box.isVisible() and message in win.error_box.informativeText()
     assert win.model is not None and win.model.is_demo  # the working model stays active
-    assert "stays active" in win.project.model_box.status.text()
+    assert "stays active" in win.slide_list.model_box.status.text()
     assert win.jobs.jobs == []
 
 

@@ -19,10 +19,10 @@ from dnd_engine.errors import DnDError
 from dnd_engine.features.extract import find_slides
 from dnd_engine.project import ProjectError
 
-from .classification import labels_near
-from .project_header import NEXT_STEP_TEXT
-from .slide_thumbnails import ThumbnailLoader
-from .viewer import EMPTY_MESSAGE
+from ..classification import labels_near
+from ..project_header import NEXT_STEP_TEXT
+from ..slide_thumbnails import ThumbnailLoader
+from ..viewer import EMPTY_MESSAGE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .main_window import MainWindow
@@ -37,26 +37,20 @@ def _plural(n: int, word: str) -> str:
 
 class SlideActions(QObject):
     """The window's slide-list operations; created once by :class:`MainWindow`, which stays their only caller
-    besides the menus, the toolbar and the context menus."""
+    besides the menus, the toolbar and the context menus (the actions themselves are declared in
+    :mod:`.actions`)."""
 
     def __init__(self, win: "MainWindow"):
         super().__init__(win)
         self.win = win
         self._label_dirs: set[str] = set()
         self.thumbnails = ThumbnailLoader(self)
-        self.thumbnails.ready.connect(win.project.set_thumbnail)
-        self.add_action = win._action("&Add Slides\u2026", self.choose_files,
-                                      tip="Link slide files to the open project (or list them, without one)")
-        self.add_folder_action = win._action("Add Slide &Folder\u2026", self.choose_folder,
-                                             tip="Link every slide of a folder to the open project")
-        self.remove_action = win._action("Re&move Slide", self.remove_current,
-                                         tip="Take the current slide off the list (and out of the project); the "
-                                             "file stays where it is")
-        menu = getattr(win, "project_menu", None)
-        if menu is not None:
-            menu.insertActions(win.train_action, [self.add_action, self.add_folder_action, self.remove_action])
-            menu.insertSeparator(win.train_action)
-        header = win.project.header
+        self.thumbnails.ready.connect(win.slide_list.set_thumbnail)
+        # the window's declared actions (window/actions.py: their rules enable them), under the names they had
+        self.add_action = win.add_slides_action
+        self.add_folder_action = win.add_folder_action
+        self.remove_action = win.remove_slide_action
+        header = win.slide_list.header
         add_menu = QMenu(header.add_button)
         add_menu.addAction("Slide Files\u2026", self.choose_files)
         add_menu.addAction("A Folder of Slides\u2026", self.choose_folder)
@@ -124,7 +118,7 @@ class SlideActions(QObject):
             self._label_dirs.add(folder)
             labels = labels_near(path)
             if labels:
-                self.win.project.set_labels(labels)
+                self.win.slide_list.set_labels(labels)
 
     # --- removing ----------------------------------------------------------------------------------------
     def remove_current(self) -> None:
@@ -152,7 +146,7 @@ class SlideActions(QObject):
             if p == win.current_path:
                 win.close_slide()
             win.records.pop(p, None)
-            win.project.remove_slide(p)
+            win.slide_list.remove_slide(p)
         win.statusBar().showMessage(f"Removed {_plural(len(gone), 'slide')}" + (
             f" from project {win.session.project.name}" if win.session is not None else " from the list")
             + " (the files are untouched)", 8000)
@@ -164,7 +158,7 @@ class SlideActions(QObject):
         """Header (project name, counts, next step), the project's labels, the empty viewer's hint, the title."""
         win = self.win
         session = win.session
-        header = win.project.header
+        header = win.slide_list.header
         if session is None:
             header.show_none()
         else:
@@ -175,13 +169,12 @@ class SlideActions(QObject):
             except DnDError:
                 table = None
             if table is not None:
-                win.project.set_labels(dict(zip(table.slide_ids, table.labels)))
+                win.slide_list.set_labels(dict(zip(table.slide_ids, table.labels)))
         if not win.view.has_slide():
             if session is not None and session.project.next_step() == "add slides":
                 win.view.set_message(EMPTY_PROJECT_MESSAGE.format(name=session.project.name))
             else:
                 win.view.set_message(EMPTY_MESSAGE)
-        self.remove_action.setEnabled(win.current_path is not None)
         self.update_title()
 
     def update_title(self) -> None:

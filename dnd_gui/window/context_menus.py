@@ -144,7 +144,7 @@ def _choose_patch(win: "MainWindow") -> None:
 
 def install_context_menus(win: "MainWindow") -> None:
     """Right-click on the slide list and on the viewer opens the menus above (kept as ``win.context_menu``)."""
-    slides = win.project.list
+    slides = win.slide_list.list
 
     def on_slides(pos: QPoint) -> None:
         item = slides.itemAt(pos)

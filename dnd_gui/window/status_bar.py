@@ -8,7 +8,7 @@ from typing import Optional
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QLabel, QStatusBar
 
-from .viewer import SlideViewer
+from ..viewer import SlideViewer
 
 
 def cursor_text(point: QPointF, mpp: Optional[float]) -> str:
