@@ -134,6 +134,7 @@ class MainWindow(QMainWindow):
     resume_jobs = _forward("projects", "resume_jobs")
     open_wizard = _forward("projects", "open_wizard")
     launch_training = _forward("projects", "launch_training")
+    open_settings = _forward("projects", "open_settings")
     refresh_results = _forward("projects", "refresh_results")
     slide_file_filter = staticmethod(slide_file_filter)
 
@@ -420,13 +421,6 @@ class MainWindow(QMainWindow):
         self.slide_actions.shutdown()
         self.view.shutdown()
         self.slides.release()
-
-    def open_settings(self):
-        """File ▸ Settings (window-modal): where extraction jobs run. Returns the dialog (for tests)."""
-        from ..settings_dialog import SettingsDialog
-        dialog = SettingsDialog(self.settings, self)
-        dialog.open()
-        return dialog
 
     def _confirm_quit_with_jobs(self, n: int) -> bool:
         box = QMessageBox(QMessageBox.Icon.Question, APP_TITLE,

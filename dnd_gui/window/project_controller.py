@@ -187,6 +187,13 @@ class ProjectController(QObject):
         self.wizard.show()
         return self.wizard
 
+    def open_settings(self):
+        """File ▸ Settings (window-modal): where this project's extraction jobs run. Returns the dialog (tests)."""
+        from ..settings_dialog import SettingsDialog
+        dialog = SettingsDialog(self.win.settings, self.win)
+        dialog.open()
+        return dialog
+
     def launch_training(self, extraction: Optional[ExtractionPlan], training: TrainingPlan) -> list:
         win = self.win
         if self.session is None:
