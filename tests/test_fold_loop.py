@@ -10,7 +10,9 @@ import csv
 import io
 import json
 import math
+import os
 import shutil
+import threading
 from dataclasses import fields
 
 import pytest
@@ -99,6 +101,29 @@ def test_cv_predictions_merge_by_fold_model_and_slide(tmp_path):
     assert [(r["fold"], r["model"], r["slide_id"], r["p_a"]) for r in rows_of(path)] == [
         ("0", "base", "s1", "0.500000"), ("0", "dnd", "s1", "0.900000"), ("1", "base", "s2", "0.700000")]
     assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_writer_in_another_process_waits_for_the_folder_lock(tmp_path):
+    """The writer takes an advisory lock on the folder, so a CLI and the app merging into one file never lose
+    each other's rows. Here the test holds the lock as another process would (its own open of the folder)."""
+    fcntl = pytest.importorskip("fcntl")
+    path = tmp_path / "predictions.csv"
+    write_cv_predictions(path, [{"fold": 0, "slide_id": "s1", "label": "a", "predicted": "a", "probs": [1.0]}],
+                         ["a"], with_model=False)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    writer = threading.Thread(target=write_cv_predictions, args=(path, [
+        {"fold": 0, "slide_id": "s2", "label": "a", "predicted": "a", "probs": [1.0]}], ["a"]),
+        kwargs={"with_model": False})
+    try:
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive()                  # waiting for the lock (it cannot have written without it)
+        assert [r["slide_id"] for r in rows_of(path)] == ["s1"]
+    finally:
+        os.close(fd)                              # releases the lock
+    writer.join()
+    assert [r["slide_id"] for r in rows_of(path)] == ["s1", "s2"]
 
 
 def check_summary_values(run, folds_key_order, summary):

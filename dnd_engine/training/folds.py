@@ -221,5 +221,5 @@ def summary_table(folds: List[Dict[str, object]], summary: Dict[str, object], co
     return buf.getvalue()
 
 
-__all__ = ["Cohort", "Fold", "FitFn", "SplitSpec", "finish_run", "fold_metrics", "load_cohort", "nan_if_none",
-           "prepare_splits", "run_folds", "start_run", "summary_table", "fold_predictions"]
+__all__ = ["Cohort", "FitFn", "Fold", "SplitSpec", "finish_run", "fold_metrics", "fold_predictions", "load_cohort",
+           "nan_if_none", "prepare_splits", "run_folds", "start_run", "summary_table"]
