@@ -17,10 +17,6 @@ def no_progress(done: int, total: int, message: str = "") -> None:
     """Default callback: ignore progress."""
 
 
-def never_cancelled() -> bool:
-    return False
-
-
 def check_cancelled(cancelled: Optional[CancelFn]) -> None:
     """Raise :class:`Cancelled` when the caller asked to stop; call between units of work."""
     if cancelled is not None and cancelled():

@@ -19,7 +19,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 
 from dnd_engine.dnd import preset_config
-from dnd_engine.dnd.crossval import CVSettings, run_dnd_cv
+from dnd_engine.dnd.dnd_cv import CVSettings, run_dnd_cv
 from dnd_engine.training.trainer import TrainConfig
 from dnd_gui.curves import (BASE_COLOUR, EXPERT_COLOURS, METRICS, STUDENT_COLOUR, TrainingCurves, read_history,
                             stage_colour)

@@ -28,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 from dnd_engine.bags import read_split
 from dnd_engine.dnd import CVSettings, preset_config, run_dnd_cv
 from dnd_engine.dnd.clustering import Clustering
-from dnd_engine.dnd.crossval import predictions_csv, summarise
+from dnd_engine.dnd.dnd_cv import predictions_csv, summarise
 from dnd_engine.dnd.results import (ClusterProjection, check_run, cluster_projection, comparison_rows, confusion,
                                     find_runs, format_diff, format_mean_std, load_run, project_2d, roc_curves)
 from dnd_engine.errors import DnDError

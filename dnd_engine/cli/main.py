@@ -11,6 +11,9 @@ from typing import Optional
 
 from .. import __version__
 from ..errors import Cancelled, DnDError
+# the shared bars and range checks (common.py), under the names this module's commands have always used
+from .common import CohortBars as _Bars
+from .common import check_power as _check_power, check_range as _check_range
 
 
 def _add_info(sub) -> None:
@@ -112,29 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_synth(sub)
     _add_demo(sub)
+    from .bench_cmd import add_bench
+    from .predict_cmd import add_predict
     from .train_cmd import add_train
     add_train(sub)
-    from .dnd_cmds import add_bench, add_predict
     add_bench(sub)
     add_predict(sub)
     return parser
 
 
-# --- argument checks: what argparse's types cannot say (ranges), refused before any work starts ------------
-MAX_POWER = 100.0
-
-
-def _check_range(flag: str, value, lo, hi, what: str = "a number") -> None:
-    """Refuse ``flag``'s value outside lo..hi (None: not given) with one line naming the flag."""
-    if value is not None and not (lo <= value <= hi):     # NaN fails both comparisons, so it is refused too
-        raise DnDError(f"{flag} must be {what} from {lo:g} to {hi:g}, got {value:g}")
-
-
-def _check_power(flag: str, value) -> None:
-    if value is not None and not (0 < value <= MAX_POWER):
-        raise DnDError(f"{flag} must be an objective power above 0 and at most {MAX_POWER:g}x, got {value:g}")
-
-
+# --- argument checks: what argparse's types cannot say (ranges; common.py), refused before any work starts ---
 def _check_extract_args(args) -> None:
     _check_range("--batch-size", args.batch_size, 1, 4096, "a whole number")
     _check_range("--workers", args.workers, 0, 64, "a whole number")
@@ -187,42 +177,6 @@ def _format_info(info: dict) -> str:
         rows.append((f"  level {i}", f"{d[0]} x {d[1]} px, downsample {ds:g}{m}"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
-
-
-class _Bars:
-    """tqdm bars for the cohort and the current slide, on stderr."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.cohort = None
-        self.slide = None
-
-    def cohort_progress(self, done: int, total: int, msg: str) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-        if self.cohort is None:
-            self.cohort = tqdm(total=total, unit="slide", desc="cohort", position=0, dynamic_ncols=True)
-        self.cohort.n = done
-        self.cohort.set_postfix_str(msg[:40])
-        self.cohort.refresh()
-
-    def slide_progress(self, done: int, total: int, msg: str) -> None:
-        if self.quiet or total <= 0:
-            return
-        from tqdm import tqdm
-        if self.slide is None or self.slide.total != total or done == 0:
-            if self.slide is not None:
-                self.slide.close()
-            self.slide = tqdm(total=total, unit="patch", desc=msg.split(":")[0][:24], position=1, leave=False,
-                              dynamic_ncols=True)
-        self.slide.n = done
-        self.slide.refresh()
-
-    def close(self) -> None:
-        for b in (self.slide, self.cohort):
-            if b is not None:
-                b.close()
 
 
 def cmd_extract(args) -> int:

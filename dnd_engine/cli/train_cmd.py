@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import ast
 import time
 from pathlib import Path
+
+from .common import ProgressBar, dnd_table, mil_table, say
+from .training_options import (add_dnd_options, check_model_options, check_train_args, dnd_config_from_args,
+                               model_options_from_args, split_spec_from_args)
 
 
 def add_train(sub) -> None:
     from ..models import ALIASES, model_names
     from ..dnd import PRESETS
     from ..training.trainer import OPTIMIZERS, SELECTIONS
-    from .dnd_cmds import add_dnd_options
     p = sub.add_parser(
         "train", help="train and test one MIL model (or D&D with --preset) with cross-validation on feature bags",
         description="Train one MIL model per fold on feature bags (.h5/.pt; CLAM, TRIDENT or `dnd extract` "
@@ -52,66 +54,6 @@ def add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _parse_options(items) -> dict:
-    from ..errors import DnDError
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise DnDError(f"--option expects KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        try:
-            out[k.strip()] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            out[k.strip()] = v
-    return out
-
-
-def model_options_from_args(args) -> dict:
-    """The model options the user gave (--option, --dropout, --gated, --rate); the rest are the defaults'."""
-    opts = _parse_options(args.option)
-    if args.dropout is not None:
-        opts.setdefault("dropout", args.dropout)
-    if args.gated:
-        opts["gated"] = True
-    if args.rate is not None:
-        opts["rate"] = args.rate
-    return opts
-
-
-def check_model_options(name: str, opts: dict, only_its_own: bool = False) -> None:
-    """Refuse options ``name`` does not take or values it rejects, in one line naming the option, before any data
-    is read: the model is built on torch's ``meta`` device (no memory), as training would build it.
-    ``only_its_own``: check only the options ``name`` takes (``dnd bench`` gives one set to every method)."""
-    import inspect
-
-    import torch
-
-    from ..errors import DnDError
-    from ..models import build_model, model_class
-    cls = model_class(name)
-    known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "in_dim", "n_classes")]
-    if only_its_own:
-        opts = {k: v for k, v in opts.items() if k in known}
-    for key in opts:
-        if key not in known:
-            raise DnDError(f"{cls.name} has no option '{key}' (its options: {', '.join(known) or 'none'})")
-    try:
-        with torch.device("meta"):
-            build_model(name, in_dim=8, n_classes=2, **opts)
-    except (TypeError, ValueError) as exc:
-        raise DnDError(f"{cls.name}: {str(exc).splitlines()[0]}") from None
-
-
-def check_train_args(args) -> None:
-    """Ranges argparse cannot check, shared by ``dnd train`` and ``dnd bench``."""
-    from ..errors import DnDError
-    if not 0 <= args.seed < 2 ** 32:
-        raise DnDError(f"--seed must be a whole number from 0 to 2^32-1, got {args.seed}")
-    wd = getattr(args, "weight_decay", None)
-    if wd is not None and not 0 <= wd <= 1:
-        raise DnDError(f"--weight-decay must be from 0 to 1, got {wd:g}")
-
-
 def cmd_train(args) -> int:
     from ..training import CVConfig, TrainConfig, run_cross_validation
     check_train_args(args)
@@ -122,7 +64,6 @@ def cmd_train(args) -> int:
     check_data(features=args.features, labels_csv=args.labels, folds=0 if args.splits else args.folds) \
         .raise_for_problems()
     if args.preset:
-        from .dnd_cmds import run_train_dnd
         return run_train_dnd(args, name, opts)
     opts.setdefault("dropout", 0.25)
     given = {k: getattr(args, k) for k in ("epochs", "optimizer", "lr", "weight_decay", "selection")
@@ -132,32 +73,31 @@ def cmd_train(args) -> int:
     cfg = CVConfig(model=name, model_options=opts, folds=args.folds, val_frac=args.val_frac,
                    split_seed=args.seed, splits_dir=args.splits, train=tcfg)
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from .dnd_cmds import ProgressBar
     bar = ProgressBar(args.quiet, desc="training")
     try:
         res = run_cross_validation(args.features, args.labels, out, cfg, progress=bar)
     finally:
         bar.close()
-    print(format_table(res))
+    print(mil_table(res))
     print(f"run folder: {res.out_dir}")
     return 0
 
 
-def format_table(res) -> str:
-    def f(v):
-        return "   -  " if v is None else f"{v:.3f}"
-    lines = ["fold  n_test  test_acc  test_bal_acc  test_auc  val_acc  best_epoch"]
-    for r in res.folds:
-        lines.append(f"{r['fold']:>4}  {r['n_test']:>6}  {f(r.get('test_acc')):>8}  {f(r.get('test_balanced_acc')):>12}"
-                     f"  {f(r.get('test_auc')):>8}  {f(r.get('val_acc')):>7}  {r['best_epoch']:>10}")
-    ms = _mean_std_text(res.summary)
-    lines.append(f"mean±std      {ms('test_acc'):>12}  {ms('test_balanced_acc'):>10}  {ms('test_auc'):>10}")
-    return "\n".join(lines)
-
-
-def _mean_std_text(summary):
-    """``key → "mean±std"`` for a run summary ({key: {"mean", "std"}}); "-" where undefined."""
-    def ms(k):
-        m, sd = summary[k]["mean"], summary[k]["std"]
-        return "-" if m != m else f"{m:.3f}±{sd:.3f}"
-    return ms
+def run_train_dnd(args, method: str, model_options: dict) -> int:
+    """``dnd train --preset``: D&D cross-validation of one method, its table and its deployable model."""
+    from ..dnd import run_dnd_cv
+    cfg = dnd_config_from_args(args, method, model_options)
+    out = Path(args.out) if args.out else Path("runs") / f"dnd-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    bar = ProgressBar(args.quiet)
+    try:
+        res = run_dnd_cv(args.features, args.labels, out, cfg, split_spec_from_args(args), progress=bar,
+                         log=None if args.quiet else say)
+    finally:
+        bar.close()
+    print(dnd_table(res))
+    from ..dnd.cohort_checks import run_warnings
+    for w in run_warnings(res.out_dir):
+        print(f"warning: {w}")
+    print(f"run folder: {res.out_dir}")
+    print(f"deployable model: {res.model_path} (student of fold {res.summary['deployed_fold']})")
+    return 0

@@ -5,7 +5,7 @@ from .bench import markdown_table, parse_methods, run_bench
 from .card import check_card, features_provenance, make_card, save_deployable
 from .clustering import (Clustering, assign_nearest, cluster_label_counts, fit_clusters, legacy_random_partition,
                          slide_representations)
-from .crossval import CVSettings, DnDCVResult, run_dnd_cv
+from .dnd_cv import CVSettings, DnDCVResult, run_dnd_cv
 from .distill import DistillLoss, distillation_loss, kl_teacher_student, teacher_logits
 from .pipeline import DnDResult, expected_steps, load_dnd_models, run_dnd
 from .presets import CLUSTER_INPUTS, PRESETS, SOURCES, DnDConfig, describe_preset, preset_config

@@ -17,7 +17,7 @@ from ..atomic import ensure_dir, write_text_atomic
 from ..errors import DnDError
 from ..models import ALIASES, model_names
 from ..progress import CancelFn, ProgressFn, check_cancelled
-from .crossval import CVSettings, run_dnd_cv
+from .dnd_cv import CVSettings, run_dnd_cv
 from .presets import DnDConfig
 from .stats import PAIRED_TEST
 

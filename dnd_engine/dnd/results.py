@@ -1,6 +1,6 @@
 """Reading finished D&D cross-validation runs back for the Results page (and anything else that reports them).
 
-A run folder is what ``run_dnd_cv`` writes (see crossval.py): ``config.json`` and ``splits/`` first, then one
+A run folder is what ``run_dnd_cv`` writes (see dnd_cv.py): ``config.json`` and ``splits/`` first, then one
 ``fold_<i>/`` per fold, and only at the very end ``summary.json``, ``predictions.csv`` and the deployable
 ``model.safetensors``. So ``summary.json`` is the mark of a finished run; a folder without it is reported as
 unfinished with how many folds are done, never read half-way.

@@ -17,7 +17,7 @@ from ..bags import find_bags
 from ..bags.labels import LabelTable
 from ..bags.store import bag_info
 from ..dnd.cohort_checks import cohort_warnings
-from ..dnd.crossval import CVSettings, DnDCVResult, run_dnd_cv
+from ..dnd.dnd_cv import CVSettings, DnDCVResult, run_dnd_cv
 from ..dnd.presets import PRESETS, apply_overrides, preset_config
 from ..errors import DnDError
 from ..features.extract import ExtractConfig, extract_cohort, feature_dir_for

@@ -6,9 +6,10 @@ Before, ``TrainingPlan.n_clusters = 3`` overrode every preset, so the app traine
 
 import pytest
 
-from dnd_engine.cli.dnd_cmds import dnd_config_from_args
+import json
+
 from dnd_engine.cli.main import build_parser
-from dnd_engine.cli.train_cmd import model_options_from_args
+from dnd_engine.cli.training_options import dnd_config_from_args, model_options_from_args
 from dnd_engine.dnd.presets import PRESETS, apply_overrides, preset_config
 from dnd_engine.errors import DnDError
 from dnd_engine.project import TrainingPlan
@@ -57,3 +58,20 @@ def test_apply_overrides_keeps_the_preset_for_none_and_refuses_unknown_keys():
     assert base.n_clusters == 5                          # the preset's object is not touched
     with pytest.raises(DnDError, match="unknown D&D setting 'clusters'"):
         apply_overrides(base, clusters=2)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_plan_records_keep_unset_values_unset_and_old_records_load(preset):
+    """A job record (jobs.json) or project.json stores an unset value as null, which reads back as the preset's;
+    a record written when the plan held explicit values (C = 3 for every preset) still loads, with those values."""
+    plan = TrainingPlan(methods=["abmil"], preset=preset)
+    record = json.loads(json.dumps(plan.to_dict()))
+    assert record["n_clusters"] is None and record["epochs_student"] is None
+    back = TrainingPlan.from_dict(record)
+    assert back.dnd_config("abmil").to_dict() == plan.dnd_config("abmil").to_dict()
+    assert back.dnd_config("abmil").n_clusters == preset_config(preset).n_clusters
+    old = dict(record, n_clusters=3, lambda_base=1.0, lambda_expert=1.0, temperature=1.0, epochs_base=200,
+               epochs_expert=200, epochs_student=300)
+    assert TrainingPlan.from_dict(old).dnd_config("abmil").n_clusters == 3
+    absent = {k: v for k, v in record.items() if k not in ("n_clusters", "temperature")}
+    assert TrainingPlan.from_dict(absent).dnd_config("abmil").n_clusters == preset_config(preset).n_clusters
