@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QListView, Q
 
 from dnd_engine.slides import open_slide
 
-from .viewer.tile_source import rgb_to_qimage
+from .viewer.qimage import rgb_to_qimage
 
 THUMB = 80
 DEFAULT_K = 8

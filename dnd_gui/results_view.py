@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFram
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from dnd_engine.dnd.cohort_checks import run_warnings
+from dnd_engine.text import one_line
 from dnd_engine.dnd.results import (ARM_NAMES, ARMS, ClusterProjection, ComparisonRow, DnDRun, RocCurve,
                                     cluster_projection, comparison_rows, confusion, format_diff, format_mean_std,
                                     load_run, roc_curves)
@@ -66,11 +67,6 @@ class RunResults:
     warnings: List[str] = field(default_factory=list)   # the engine's cohort checks (run_warnings)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def compute_results(paths: Sequence[str | Path]) -> tuple[List[RunResults], List[str]]:
     """(results of the finished runs, one message per folder that is not one); never raises for a bad folder."""
     results, problems = [], []
@@ -80,17 +76,17 @@ def compute_results(paths: Sequence[str | Path]) -> tuple[List[RunResults], List
             res = RunResults(run, comparison_rows([run])[0], {a: roc_curves(run, a) for a in ARMS},
                              {a: confusion(run, a) for a in ARMS})
         except DnDError as e:
-            problems.append(_one_line(e))
+            problems.append(one_line(e))
             continue
         except Exception as e:  # a damaged file must not take the page down: say which folder and why
-            problems.append(f"{Path(path).name}: unexpected error ({type(e).__name__}: {_one_line(e)})")
+            problems.append(f"{Path(path).name}: unexpected error ({one_line(e, typed=True)})")
             continue
         res.warnings = run_warnings(run.path)
         for fold in run.cluster_folds():
             try:
                 res.projections[fold] = cluster_projection(run, fold)
             except Exception as e:
-                res.projection_errors[fold] = _one_line(e)
+                res.projection_errors[fold] = one_line(e)
         results.append(res)
     return results, problems
 

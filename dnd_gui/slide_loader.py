@@ -18,10 +18,12 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage
 
 from dnd_engine.errors import SlideError
+from dnd_engine.text import one_line
 from dnd_engine.slides.isolated import IsolatedSlide
 from dnd_engine.slides.overrides import MagnificationOverride
 
-from .viewer.tile_source import open_reader, rgb_to_qimage
+from .viewer.qimage import rgb_to_qimage
+from .viewer.tile_source import open_reader
 
 THUMBNAIL_MAX_SIZE = 1024  # the minimap and the picture under the tiles while they load
 
@@ -54,9 +56,7 @@ def load_slide(path: str, max_size: int = THUMBNAIL_MAX_SIZE,
 
 
 def _unexpected_message(path: str, exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    detail = lines[0][:300] if lines else ""
-    return f"{Path(path).name}: unexpected error while opening ({type(exc).__name__}{': ' + detail if detail else ''})"
+    return f"{Path(path).name}: unexpected error while opening ({one_line(exc, typed=True)})"
 
 
 class _LoadTask(QRunnable):
