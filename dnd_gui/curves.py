@@ -98,7 +98,9 @@ class TrainingCurves(QWidget):
         self._bar.setHorizontalSpacing(10)
         self._bar.setVerticalSpacing(4)
         self._bar.setContentsMargins(0, 0, 0, 0)
-        self._bar.addWidget(QLabel("Fold"))
+        fold_label = QLabel("Fold")
+        fold_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self._bar.addWidget(self._on_line(fold_label))
         self._bar.addWidget(self.fold_box)
         self._bar.addWidget(self.fit_button)
         self._legend_at = 2   # where the first stage's box goes
@@ -376,13 +378,18 @@ class TrainingCurves(QWidget):
             self.plots[metric].addItem(item)
             items[metric] = item
         self._curves[stage] = items
-        box = QCheckBox(stage_label(stage))
+        box = self._on_line(QCheckBox(stage_label(stage)))
         box.setIcon(_swatch(colour))
         box.setChecked(stage not in self._hidden)
         box.setToolTip(f"Show or hide the {stage_label(stage)} curves")
         box.toggled.connect(lambda on, s=stage: self.set_stage_visible(s, on))
         self._boxes[stage] = box
         _insert_widget(self._bar, self._legend_at, box)   # put in its place by _update_structure
+
+    def _on_line(self, widget: QWidget) -> QWidget:
+        """As tall as the fold selector, so its text sits on the selector's line (the flow layout top-aligns)."""
+        widget.setMinimumHeight(self.fold_box.sizeHint().height())
+        return widget
 
     def _remove_stage(self, stage: str) -> None:
         for metric, item in self._curves.pop(stage).items():
