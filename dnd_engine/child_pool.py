@@ -66,9 +66,7 @@ def _worker_main(conn, parent_pid: int) -> None:
             data = pickle.dumps(reply)
         except Exception:
             exc = reply[1] if reply[0] == "err" else None
-            msg = one_line(exc)
-            data = pickle.dumps(("err", DnDError(msg if isinstance(exc, DnDError) else
-                                                 f"{type(exc).__name__}: {msg}")))
+            data = pickle.dumps(("err", DnDError(one_line(exc, typed=not isinstance(exc, DnDError)))))
         try:
             conn.send_bytes(data)
         except (OSError, ValueError):
