@@ -81,3 +81,14 @@ def test_qt_is_an_extra_not_a_base_dependency():
     gui = " ".join(project["optional-dependencies"]["gui"]).lower()
     for name in ("pyside6-essentials", "pyqtgraph", "superqt"):
         assert name in gui, f"{name} missing from the gui extra"
+
+
+def test_the_app_without_qt_says_how_to_install_it(tmp_path):
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), str(ROOT)]))
+    r = subprocess.run([sys.executable, "-c", "import dnd_gui.app"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path)
+    assert r.returncode != 0
+    assert 'pip install "dnd-studio[gui]"' in r.stderr.strip().splitlines()[-1]
