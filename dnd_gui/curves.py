@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGraphicsItem, QLabel, QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget, QWidgetItem)
 from superqt import QFlowLayout
@@ -30,6 +30,7 @@ from dnd_engine.dnd.history import read_history
 
 from .curve_series import (BASE_COLOUR, EXPERT_COLOURS, METRICS, OTHER_COLOUR, STUDENT_COLOUR, Series,  # noqa: F401
                            nice_ceiling, stage_colour, stage_key, stage_label)
+from .plots import line_swatch
 
 REDRAW_MS = 100   # at most 10 redraws a second, however fast the epochs come
 NEW_STAGES_PER_REDRAW = 1
@@ -44,17 +45,6 @@ def _insert_widget(flow: QFlowLayout, index: int, widget: QWidget) -> None:
     for item in items:
         flow.addItem(item)
     flow.invalidate()
-
-
-def _swatch(colour: str, size: int = 14) -> QIcon:
-    pix = QPixmap(size, size)
-    pix.fill(Qt.GlobalColor.transparent)
-    p = QPainter(pix)
-    p.setRenderHint(QPainter.RenderHint.Antialiasing)
-    p.setPen(QPen(QColor(colour), 3))
-    p.drawLine(1, size // 2, size - 1, size // 2)
-    p.end()
-    return QIcon(pix)
 
 
 class TrainingCurves(QWidget):
@@ -379,7 +369,7 @@ class TrainingCurves(QWidget):
             items[metric] = item
         self._curves[stage] = items
         box = self._on_line(QCheckBox(stage_label(stage)))
-        box.setIcon(_swatch(colour))
+        box.setIcon(line_swatch(colour))
         box.setChecked(stage not in self._hidden)
         box.setToolTip(f"Show or hide the {stage_label(stage)} curves")
         box.toggled.connect(lambda on, s=stage: self.set_stage_visible(s, on))
