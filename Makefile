@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --upgrade pip -q
-	$(VENV)/bin/python -m pip install -e '.[test,cluster]'
+	$(VENV)/bin/python -m pip install -e '.[gui,test,cluster]'
 	touch $(STAMP)
 
 venv: $(STAMP)

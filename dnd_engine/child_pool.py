@@ -21,6 +21,7 @@ from multiprocessing import connection, get_context
 from typing import Callable, Optional
 
 from .errors import DnDError, SlideError
+from .text import one_line
 from .lifeline import pid_alive
 
 
@@ -65,9 +66,7 @@ def _worker_main(conn, parent_pid: int) -> None:
             data = pickle.dumps(reply)
         except Exception:
             exc = reply[1] if reply[0] == "err" else None
-            msg = str(exc).splitlines()[0][:300] if exc is not None and str(exc) else type(exc).__name__
-            data = pickle.dumps(("err", DnDError(msg if isinstance(exc, DnDError) else
-                                                 f"{type(exc).__name__}: {msg}")))
+            data = pickle.dumps(("err", DnDError(one_line(exc, typed=not isinstance(exc, DnDError)))))
         try:
             conn.send_bytes(data)
         except (OSError, ValueError):

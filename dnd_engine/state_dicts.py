@@ -10,6 +10,7 @@ from typing import Type
 import torch
 
 from .errors import DnDError
+from .text import one_line
 
 
 def torch_file_problem(path: Path) -> "str | None":
@@ -48,7 +49,7 @@ def load_state_dict(path: str | os.PathLike, error: Type[DnDError] = DnDError) -
         raise error(f"cannot load weights file {path}: not a plain PyTorch state dict or safetensors file (files "
                     "that need unpickling arbitrary objects are refused)") from None
     except Exception as exc:
-        raise error(f"cannot load weights file {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise error(f"cannot load weights file {path}: {one_line(exc, 200)}") from None
     for key in ("state_dict", "model", "teacher"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

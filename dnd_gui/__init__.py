@@ -3,3 +3,9 @@
 All slide reading and computation lives in the engine; this package only shows results and keeps the window
 responsive by running engine calls on worker threads.
 """
+
+try:  # the engine installs alone (servers); say how to add the app rather than fail deep inside an import
+    import PySide6  # noqa: F401
+except ImportError as exc:
+    raise ImportError('D&D Studio (the app) needs Qt, which the engine-only install leaves out: '
+                      'pip install "dnd-studio[gui]"') from exc

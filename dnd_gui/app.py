@@ -22,7 +22,7 @@ from . import crash
 from .background import favour_the_ui_thread, warm_up_imports
 from .classification import DEMO_MODEL
 from .main_window import APP_TITLE, MainWindow
-from .selftest import resources_dir
+from .resources import resources_dir
 from .settings import THEMES
 from .xcb_check import check_xcb
 

@@ -30,6 +30,8 @@ from PySide6.QtCore import QObject, QStandardPaths, Qt, Signal, qVersion
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QPlainTextEdit,
                                QPushButton, QStyle, QVBoxLayout, QWidget)
 
+from dnd_engine.text import first_line
+
 LOG_FOLDER = "crash-logs"
 MAX_LOGS = 20            # per session: a slot raising on every repaint must not fill the disk
 SUMMARY_CHARS = 240
@@ -66,7 +68,7 @@ def versions() -> list:
 
 def summary(exc_type, exc) -> str:
     """One short line for the dialog: the exception's type and the first line of its message."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = first_line(exc, None)
     line = f"{exc_type.__name__}: {text}" if text else exc_type.__name__
     return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "\u2026"
 

@@ -14,235 +14,37 @@ lines are one pixel wide (wider pens go through Qt's much slower stroker).
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGraphicsItem, QLabel, QLayout, QSizePolicy, QToolButton,
-                               QVBoxLayout, QWidget, QWidgetItem)
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QGraphicsItem, QLabel, QSizePolicy, QToolButton, QVBoxLayout,
+                               QWidget, QWidgetItem)
+from superqt import QFlowLayout
 
-METRICS: Tuple[Tuple[str, str], ...] = (("train_loss", "Training loss"), ("val_loss", "Validation loss"),
-                                        ("val_auc", "Validation AUC"))
+from dnd_engine.dnd.history import read_history
+
+from .curve_series import (BASE_COLOUR, EXPERT_COLOURS, METRICS, OTHER_COLOUR, STUDENT_COLOUR, Series,  # noqa: F401
+                           nice_ceiling, stage_colour, stage_key, stage_label)
+from .plots import line_swatch
+
 REDRAW_MS = 100   # at most 10 redraws a second, however fast the epochs come
 NEW_STAGES_PER_REDRAW = 1
 STRUCTURE_PAUSE_MS = 15   # between making a stage's items and filling them: room for the event loop
 
-BASE_COLOUR = "#4c8bf5"
-STUDENT_COLOUR = "#f28e2b"
-OTHER_COLOUR = "#9aa0a8"
-# the experts share one family (greens and teals), told apart by shade, so base/experts/student read at a glance
-EXPERT_COLOURS = ("#59a14f", "#2bb39a", "#a3d36b", "#1f7a63", "#7fd1b9", "#6b9e3a", "#3fc1c9", "#c3e08c")
 
-_EXPERT = re.compile(r"expert_(\d+)$")
-
-
-def stage_colour(stage: str) -> str:
-    """The same colour for a stage in every fold and every run."""
-    if stage == "base":
-        return BASE_COLOUR
-    if stage == "student":
-        return STUDENT_COLOUR
-    m = _EXPERT.match(stage)
-    if m:
-        return EXPERT_COLOURS[int(m.group(1)) % len(EXPERT_COLOURS)]
-    return OTHER_COLOUR
-
-
-def stage_label(stage: str) -> str:
-    m = _EXPERT.match(stage)
-    return f"expert {int(m.group(1)) + 1}" if m else stage  # 1-based, as the inspector and the logs say
-
-
-def _stage_key(stage: str):
-    m = _EXPERT.match(stage)
-    if stage == "base":
-        return (0, 0, "")
-    if m:
-        return (1, int(m.group(1)), "")
-    if stage == "student":
-        return (2, 0, "")
-    return (3, 0, stage)
-
-
-def _read_jsonl(path: Path) -> List[dict]:
-    records = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return records
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue   # a damaged line costs that epoch, not the whole curve
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
-
-
-def read_history(run_dir: str | Path) -> List[dict]:
-    """Every epoch record a D&D run wrote, with ``fold`` and ``stage`` added as ``on_epoch`` would.
-
-    ``run_dir`` is a cross-validation run (``fold_{i}/``) or one fold's D&D folder (taken as fold 0). Pure file
-    reading, so it may run off the GUI thread. Only checkpointed epochs are on disk: an interrupted run shows up
-    to its last checkpoint.
-    """
-    run = Path(run_dir)
-    folds = []
-    for p in run.glob("fold_*"):
-        m = re.fullmatch(r"fold_(\d+)", p.name)
-        if m and p.is_dir():
-            folds.append((int(m.group(1)), p))
-    if not folds and (run / "base").is_dir():
-        folds = [(0, run)]
-    out: List[dict] = []
-    for fold, folder in sorted(folds):
-        stages = [("base", folder / "base")]
-        experts = []
-        for p in (folder / "experts").glob("expert_*"):
-            m = _EXPERT.fullmatch(p.name)
-            if m and p.is_dir():
-                experts.append((int(m.group(1)), p))
-        stages += [(p.name, p) for _, p in sorted(experts)]
-        stages.append(("student", folder / "student"))
-        for stage, sub in stages:
-            for rec in _read_jsonl(sub / "metrics.jsonl"):
-                out.append({**rec, "fold": fold, "stage": stage})
-    return out
-
-
-def _nice_ceiling(x: float) -> float:
-    """A round number a little above ``x``: the x axis moves in steps, not with every epoch."""
-    x = max(float(x), 1.0) * 1.02
-    scale = 10.0 ** math.floor(math.log10(x))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 9, 10):
-        if m * scale >= x:
-            return m * scale
-    return 10 * scale
-
-
-class _Series:
-    """One stage of one fold: per metric, the epochs that had a value and the values (plain lists: appending
-    is what happens hundreds of times; arrays are built only when drawn)."""
-
-    __slots__ = ("x", "y", "last_epoch", "last")
-
-    def __init__(self):
-        self.x: Dict[str, List[float]] = {m: [] for m, _ in METRICS}
-        self.y: Dict[str, List[float]] = {m: [] for m, _ in METRICS}
-        self.last_epoch = -math.inf
-        self.last: dict = {}
-
-    def add(self, epoch: float, rec: dict) -> None:
-        if epoch <= self.last_epoch:   # the stage started again (a run deleted and redone): drop the overlap
-            for m, _ in METRICS:
-                xs = self.x[m]
-                cut = next((i for i, e in enumerate(xs) if e >= epoch), len(xs))
-                del xs[cut:], self.y[m][cut:]
-        for m, _ in METRICS:
-            v = rec.get(m)
-            if v is None or isinstance(v, bool):
-                continue
-            try:
-                v = float(v)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(v):
-                self.x[m].append(epoch)
-                self.y[m].append(v)
-        self.last_epoch = epoch
-        self.last = rec
-
-
-class _FlowLayout(QLayout):
-    """Left to right, wrapping to a new line when the width runs out (Qt's flow layout example, trimmed)."""
-
-    def __init__(self, parent=None, h_spacing: int = 6, v_spacing: int = 4):
-        super().__init__(parent)
-        self._items: List = []
-        self._h, self._v = h_spacing, v_spacing
-        self.setContentsMargins(0, 0, 0, 0)
-
-    def addItem(self, item) -> None:
-        self._items.append(item)
-
-    def insertWidget(self, index: int, widget: QWidget) -> None:
-        self.addChildWidget(widget)
-        self._items.insert(max(0, min(index, len(self._items))), QWidgetItem(widget))
-        self.invalidate()
-
-    def count(self) -> int:
-        return len(self._items)
-
-    def itemAt(self, index: int):
-        return self._items[index] if 0 <= index < len(self._items) else None
-
-    def takeAt(self, index: int):
-        return self._items.pop(index) if 0 <= index < len(self._items) else None
-
-    def expandingDirections(self):
-        return Qt.Orientation(0)
-
-    def hasHeightForWidth(self) -> bool:
-        return True
-
-    def heightForWidth(self, width: int) -> int:
-        return self._place(QRect(0, 0, width, 0), move=False)
-
-    def setGeometry(self, rect: QRect) -> None:
-        super().setGeometry(rect)
-        self._place(rect, move=True)
-
-    def sizeHint(self) -> QSize:
-        return self.minimumSize()
-
-    def minimumSize(self) -> QSize:
-        size = QSize()
-        for item in self._items:
-            size = size.expandedTo(item.minimumSize())
-        m = self.contentsMargins()
-        return size + QSize(m.left() + m.right(), m.top() + m.bottom())
-
-    def _place(self, rect: QRect, move: bool) -> int:
-        m = self.contentsMargins()
-        area = rect.adjusted(m.left(), m.top(), -m.right(), -m.bottom())
-        x, y, line, row = area.x(), area.y(), 0, []
-
-        def finish():   # items of a line are centred on it vertically
-            if move:
-                for it, px, h in row:
-                    it.setGeometry(QRect(QPoint(px, y + (line - h.height()) // 2), h))
-            row.clear()
-
-        for item in self._items:
-            if item.isEmpty():
-                continue
-            hint = item.sizeHint()
-            if x + hint.width() > area.right() + 1 and row:
-                finish()
-                x, y, line = area.x(), y + line + self._v, 0
-            row.append((item, x, hint))
-            x += hint.width() + self._h
-            line = max(line, hint.height())
-        finish()
-        return y + line - rect.y() + m.bottom()
-
-
-def _swatch(colour: str, size: int = 14) -> QIcon:
-    pix = QPixmap(size, size)
-    pix.fill(Qt.GlobalColor.transparent)
-    p = QPainter(pix)
-    p.setRenderHint(QPainter.RenderHint.Antialiasing)
-    p.setPen(QPen(QColor(colour), 3))
-    p.drawLine(1, size // 2, size - 1, size // 2)
-    p.end()
-    return QIcon(pix)
+def _insert_widget(flow: QFlowLayout, index: int, widget: QWidget) -> None:
+    """``widget`` at ``index`` of ``flow`` (superqt's flow layout only appends): the legend keeps its stage order."""
+    items = [flow.takeAt(0) for _ in range(flow.count())]
+    flow.addChildWidget(widget)
+    items.insert(max(0, min(index, len(items))), QWidgetItem(widget))
+    for item in items:
+        flow.addItem(item)
+    flow.invalidate()
 
 
 class TrainingCurves(QWidget):
@@ -252,7 +54,7 @@ class TrainingCurves(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None):
         super().__init__(parent)
-        self._data: Dict[int, Dict[str, _Series]] = {}
+        self._data: Dict[int, Dict[str, Series]] = {}
         self._latest_fold: Optional[int] = None
         self._latest: Optional[Tuple[int, str, dict]] = None
         self._fold_choice: Optional[int] = None      # None: follow the latest fold
@@ -282,8 +84,13 @@ class TrainingCurves(QWidget):
                                    "(after panning or zooming with the mouse)")
         self.fit_button.clicked.connect(self.fit)
         # selector, one check box per stage (the legend), Fit: wraps in a narrow dock instead of widening it
-        self._bar = _FlowLayout(h_spacing=10, v_spacing=4)
-        self._bar.addWidget(QLabel("Fold"))
+        self._bar = QFlowLayout()
+        self._bar.setHorizontalSpacing(10)
+        self._bar.setVerticalSpacing(4)
+        self._bar.setContentsMargins(0, 0, 0, 0)
+        fold_label = QLabel("Fold")
+        fold_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self._bar.addWidget(self._on_line(fold_label))
         self._bar.addWidget(self.fold_box)
         self._bar.addWidget(self.fit_button)
         self._legend_at = 2   # where the first stage's box goes
@@ -347,7 +154,7 @@ class TrainingCurves(QWidget):
             self._structure = True
         series = stages.get(stage)
         if series is None:
-            series = stages[stage] = _Series()
+            series = stages[stage] = Series()
             self._structure = True
         series.add(epoch, rec)
         self._latest_fold = fold
@@ -386,7 +193,7 @@ class TrainingCurves(QWidget):
     def stages(self, fold: Optional[int] = None) -> List[str]:
         """Stages of ``fold`` (default: the fold shown) in pipeline order."""
         fold = self.shown_fold() if fold is None else fold
-        return sorted(self._data.get(fold, {}), key=_stage_key)
+        return sorted(self._data.get(fold, {}), key=stage_key)
 
     def shown_fold(self) -> Optional[int]:
         return self._fold_choice if self._fold_choice is not None else self._latest_fold
@@ -491,7 +298,7 @@ class TrainingCurves(QWidget):
         last = max((s.x[m][-1] for s in shown for m, _ in METRICS if s.x[m]), default=None)
         first_plot = next(iter(self.plots.values()))
         if last is not None:
-            hi = _nice_ceiling(last)
+            hi = nice_ceiling(last)
             (x0, x1), _ = first_plot.getViewBox().viewRange()
             if (x0, x1) != (0.0, hi):
                 first_plot.setXRange(0, hi, padding=0)   # the other plots are linked
@@ -529,7 +336,7 @@ class TrainingCurves(QWidget):
             self.fold_box.blockSignals(False)
         # a curve trio and a legend entry per stage seen in any fold, in pipeline order; a stage costs a few
         # ms to set up, so a burst of new ones (a history read, a tiny fast run) is spread over several ticks
-        stages = sorted({s for per in self._data.values() for s in per}, key=_stage_key)
+        stages = sorted({s for per in self._data.values() for s in per}, key=stage_key)
         if list(self._curves) == stages:
             return set()
         for stage in [s for s in self._curves if s not in stages]:
@@ -542,7 +349,7 @@ class TrainingCurves(QWidget):
         ordered = [s for s in stages if s in self._curves]
         for i, stage in enumerate(ordered):   # re-inserted in order: experts stay between base and student
             self._bar.removeWidget(self._boxes[stage])
-            self._bar.insertWidget(self._legend_at + i, self._boxes[stage])
+            _insert_widget(self._bar, self._legend_at + i, self._boxes[stage])
         self._curves = {s: self._curves[s] for s in ordered}
         return created
 
@@ -561,13 +368,18 @@ class TrainingCurves(QWidget):
             self.plots[metric].addItem(item)
             items[metric] = item
         self._curves[stage] = items
-        box = QCheckBox(stage_label(stage))
-        box.setIcon(_swatch(colour))
+        box = self._on_line(QCheckBox(stage_label(stage)))
+        box.setIcon(line_swatch(colour))
         box.setChecked(stage not in self._hidden)
         box.setToolTip(f"Show or hide the {stage_label(stage)} curves")
         box.toggled.connect(lambda on, s=stage: self.set_stage_visible(s, on))
         self._boxes[stage] = box
-        self._bar.insertWidget(self._legend_at, box)   # put in its place by _update_structure
+        _insert_widget(self._bar, self._legend_at, box)   # put in its place by _update_structure
+
+    def _on_line(self, widget: QWidget) -> QWidget:
+        """As tall as the fold selector, so its text sits on the selector's line (the flow layout top-aligns)."""
+        widget.setMinimumHeight(self.fold_box.sizeHint().height())
+        return widget
 
     def _remove_stage(self, stage: str) -> None:
         for metric, item in self._curves.pop(stage).items():

@@ -11,8 +11,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from dnd_engine.heatmaps.style import HeatmapStyle
+
 from .jobs import JobContext, JobFn
-from .viewer.heatmap_layer import HeatmapStyle
 
 
 def heatmap_png_job(path: str | Path, slide_path: str, coords: np.ndarray, patch_size_level0: float,
@@ -30,9 +31,7 @@ def heatmap_png_job(path: str | Path, slide_path: str, coords: np.ndarray, patch
         ctx.progress(0, 2, "rendering\u2026")
         with open_slide(slide_path) as slide:
             mask = None if tissue is None else TissueMask(tissue, slide.dimensions[0] / tissue.shape[1])
-            heatmap = render_heatmap(slide, coords, patch_size_level0, scores, colormap=style.colormap,
-                                     alpha=style.opacity, normalise=style.normalise,
-                                     threshold=style.threshold or None, blur=style.smooth, tissue=mask)
+            heatmap = render_heatmap(slide, coords, patch_size_level0, scores, style=style, tissue=mask)
         if demo:
             from dnd_engine.demo_mark import stamp_demo
             heatmap.overlay = stamp_demo(heatmap.overlay)

@@ -14,13 +14,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import QRunnable, QSize, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QListView, QVBoxLayout, QWidget
 
 from dnd_engine.slides import open_slide
+from dnd_engine.text import one_line
 
-from .viewer.tile_source import rgb_to_qimage
+from .viewer.qimage import rgb_to_qimage
+from .workers import LatestOnly
 
 THUMB = 80
 DEFAULT_K = 8
@@ -40,22 +42,6 @@ def read_patch_thumbnails(path: str, coords: np.ndarray, patch_size_level0: floa
             region = region.resize((size, size), Image.Resampling.BILINEAR)
             out.append(rgb_to_qimage(np.asarray(region)))
     return out
-
-
-class _ThumbTask(QRunnable):
-    def __init__(self, owner: "PatchGallery", request: int, path: str, coords: np.ndarray, ps0: float,
-                 indices: list[int]):
-        super().__init__()
-        self._owner, self._request = owner, request
-        self._args = (path, coords, ps0, indices)
-
-    def run(self) -> None:
-        try:
-            images = read_patch_thumbnails(*self._args)
-        except Exception as exc:  # an unreadable patch leaves grey squares and a note, never a crash
-            self._owner._failed.emit(self._request, f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
-        else:
-            self._owner._ready.emit(self._request, images)
 
 
 def _placeholder(size: int) -> QPixmap:
@@ -96,15 +82,11 @@ class PatchGallery(QWidget):
     patch_clicked = Signal(int)  # patch index (row of the prediction's coords)
     thumbnails_loaded = Signal()  # the patch images of the latest request are shown
 
-    _ready = Signal(int, list)
-    _failed = Signal(int, str)
-
     def __init__(self, parent: Optional[QWidget] = None, k: int = DEFAULT_K):
         super().__init__(parent)
         self.k = k
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._request = 0
+        self._worker = LatestOnly(self)   # newest request wins: clear() or a newer slide drops older images
+        self._closed = False
         self.loaded = False
         self._colours: dict[int, QColor] = {}
         self.top_label = QLabel("Highest attention")
@@ -120,12 +102,10 @@ class PatchGallery(QWidget):
             layout.addWidget(w)
         for lst in (self.top, self.bottom):
             lst.itemClicked.connect(self._on_click)
-        self._ready.connect(self._on_ready, Qt.ConnectionType.QueuedConnection)
-        self._failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
         self.clear()
 
     def clear(self, note: str = "") -> None:
-        self._request += 1
+        self._worker.cancel()
         self.loaded = False
         self.top.clear()
         self.bottom.clear()
@@ -162,9 +142,9 @@ class PatchGallery(QWidget):
         self.top_label.setText(f"Highest attention (top {len(top)})")
         self.bottom_label.setText(f"Lowest attention (bottom {len(bottom)})")
         indices = [int(i) for i in top] + [int(i) for i in bottom]
-        self._request += 1
-        self._pool.start(_ThumbTask(self, self._request, path, np.asarray(coords), float(patch_size_level0),
-                                    indices))
+        if not self._closed:
+            self._worker.submit(read_patch_thumbnails, path, np.asarray(coords), float(patch_size_level0), indices,
+                                on_done=self._on_ready, on_error=self._on_failed)
 
     def items(self, which: str = "top") -> list[QListWidgetItem]:
         lst = self.top if which == "top" else self.bottom
@@ -174,15 +154,14 @@ class PatchGallery(QWidget):
         return int(item.data(Qt.ItemDataRole.UserRole))
 
     def wait(self) -> None:
-        self._pool.waitForDone()
+        """For the window's close: drop queued reads, wait for the running one; nothing is shown afterwards."""
+        self._closed = True
+        self._worker.shutdown()
 
     def _on_click(self, item: QListWidgetItem) -> None:
         self.patch_clicked.emit(self.index_of(item))
 
-    @Slot(int, list)
-    def _on_ready(self, request: int, images: list) -> None:
-        if request != self._request:
-            return
+    def _on_ready(self, images: list) -> None:
         items = self.items("top") + self.items("bottom")
         for item, image in zip(items, images):
             colour = self._colours.get(self.index_of(item), QColor(0, 0, 0, 0))
@@ -190,8 +169,7 @@ class PatchGallery(QWidget):
         self.loaded = True
         self.thumbnails_loaded.emit()
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request == self._request:
-            self.note.setText(f"Patch images could not be read: {message}")
-            self.note.show()
+    def _on_failed(self, exc: BaseException) -> None:
+        # an unreadable patch leaves grey squares and a note, never a crash
+        self.note.setText(f"Patch images could not be read: {one_line(exc, 200, typed=True)}")
+        self.note.show()

@@ -28,6 +28,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal, 
 from dnd_engine.errors import Cancelled, DnDError
 from dnd_engine.eta import EtaEstimator, StageWork
 from dnd_engine.progress import BatchOutcome
+from dnd_engine.text import first_line, one_line
 
 from .background import lower_this_thread
 
@@ -222,10 +223,10 @@ class Job(QObject):
             self._end_signal.emit(JobState.FAILED.value, text or type(exc).__name__, None)
         except Exception as exc:  # never let a worker exception vanish or crash the app
             text = str(exc).strip()
-            detail = text.splitlines()[0][:300] if text else ""
+            detail = first_line(text)
             self._log_signal.emit(traceback.format_exc())
             self._end_signal.emit(JobState.FAILED.value,
-                                  f"unexpected error ({type(exc).__name__}{': ' + detail if detail else ''})"
+                                  f"unexpected error ({one_line(exc, typed=True)})"
                                   + (f"\n{text}" if text and text != detail else ""), None)
         else:
             outcome = self._outcome
@@ -329,7 +330,7 @@ class Job(QObject):
         self.outcome = self._outcome
         if self.state == JobState.FAILED:
             self.error_detail = message
-            self.error = message.splitlines()[0] if message else "failed"
+            self.error = first_line(message, None) or "failed"
         self.message = {JobState.DONE: "done", JobState.CANCELLED: "cancelled"}.get(self.state, self.error)
         if self.state == JobState.DONE and self.outcome is not None and self.outcome.failures:
             self.message = f"done with {self.outcome.summary()} \u2014 {self.outcome.reason()}"

@@ -7,7 +7,8 @@ text colours from the widget's palette, and re-apply them when the theme changes
 from __future__ import annotations
 
 import pyqtgraph as pg
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies, readable on light and dark backgrounds
 CATEGORY_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C6D31", "#7F7F7F",
@@ -53,3 +54,15 @@ def themed_plot(palette: QPalette, *, left: str = "", bottom: str = "") -> pg.Pl
 
 
 __all__ = ["CATEGORY_COLOURS", "UNKNOWN_COLOUR", "category_colour", "style_plot", "themed_plot"]
+
+
+def line_swatch(colour: str, size: int = 14) -> QIcon:
+    """A short thick line in ``colour``: a legend entry for a curve."""
+    pix = QPixmap(size, size)
+    pix.fill(Qt.GlobalColor.transparent)
+    p = QPainter(pix)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.setPen(QPen(QColor(colour), 3))
+    p.drawLine(1, size // 2, size - 1, size // 2)
+    p.end()
+    return QIcon(pix)

@@ -21,15 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from dnd_engine.text import one_line
+
+from .resources import resources_dir
+
 SAMPLE_SLIDE_NAME = "CMU-1-Small-Region.svs"
-
-
-def resources_dir() -> Path:
-    """``resources/`` of a source checkout, or of a PyInstaller bundle (``sys._MEIPASS``, where the spec puts it)."""
-    frozen = getattr(sys, "_MEIPASS", None)
-    if frozen:
-        return Path(frozen) / "resources"
-    return Path(__file__).resolve().parents[1] / "resources"
 
 
 def sample_slide() -> Path:
@@ -122,8 +118,8 @@ def _check_training_libraries() -> None:
     try:
         clustering = fit_clusters(x, [f"s{i}" for i in range(9)], 3, constrained=True, size_min=2, size_max=4)
     except Exception as exc:  # an ImportError in a bundle, most likely
-        raise SelftestError(f"size-constrained clustering (training) does not work: {type(exc).__name__}: "
-                            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
+        raise SelftestError("size-constrained clustering (training) does not work: "
+                            f"{one_line(exc, 200, typed=True)}") from None
     if sorted(clustering.sizes()) != [3, 3, 3] and not all(2 <= n <= 4 for n in clustering.sizes()):
         raise SelftestError(f"size-constrained clustering gave sizes {clustering.sizes()}")
 
@@ -136,8 +132,7 @@ def main() -> int:
         _say(f"selftest FAILED: {exc}")
         return 1
     except Exception as exc:  # a missing library in a bundle shows up here: say what it was, on one line
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        _say(f"selftest FAILED: {type(exc).__name__}{': ' + detail if detail else ''}")
+        _say(f"selftest FAILED: {one_line(exc, typed=True)}")
         return 1
     _say(result.line())
     return 0

@@ -3,8 +3,8 @@
 The slide is read in a child process (:class:`~dnd_engine.slides.isolated.IsolatedSlide`): a crafted file that
 makes OpenSlide abort kills that process, and the user sees a one-line error instead of losing the app.
 
-Only the newest request counts: a result that arrives after a later ``load()`` is dropped and its slide closed.
-Workers emit on private signals; the GUI-thread slots below turn those into the public ``loaded``/``failed``.
+Only the newest request counts (:class:`~dnd_gui.workers.LatestOnly`): a result that arrives after a later
+``load()`` is dropped and its slide closed; the newest one reaches the GUI thread as ``loaded`` or ``failed``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from dnd_engine.errors import SlideError
+from dnd_engine.text import one_line
 from dnd_engine.slides.isolated import IsolatedSlide
 from dnd_engine.slides.overrides import MagnificationOverride
 
-from .viewer.tile_source import open_reader, rgb_to_qimage
+from .viewer.qimage import rgb_to_qimage
+from .viewer.tile_source import open_reader
+from .workers import LatestOnly
 
 THUMBNAIL_MAX_SIZE = 1024  # the minimap and the picture under the tiles while they load
 
@@ -54,75 +57,39 @@ def load_slide(path: str, max_size: int = THUMBNAIL_MAX_SIZE,
 
 
 def _unexpected_message(path: str, exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    detail = lines[0][:300] if lines else ""
-    return f"{Path(path).name}: unexpected error while opening ({type(exc).__name__}{': ' + detail if detail else ''})"
+    return f"{Path(path).name}: unexpected error while opening ({one_line(exc, typed=True)})"
 
 
-class _LoadTask(QRunnable):
-    def __init__(self, loader: "SlideLoader", request_id: int, path: str,
-                 override: Optional[MagnificationOverride] = None):
-        super().__init__()
-        self._loader, self._request_id, self._path, self._override = loader, request_id, path, override
-
-    def run(self) -> None:
-        if not self._loader._is_current(self._request_id):  # superseded while queued: skip the work
-            return
-        try:
-            result = load_slide(self._path, override=self._override)
-        except SlideError as exc:
-            self._loader._failed.emit(self._request_id, self._path, str(exc))
-        except Exception as exc:  # never let a worker exception vanish: the user gets a message
-            self._loader._failed.emit(self._request_id, self._path, _unexpected_message(self._path, exc))
-        else:
-            self._loader._done.emit(self._request_id, result)
+def _open_or_explain(path: str, override: Optional[MagnificationOverride]) -> LoadedSlide:
+    """:func:`load_slide` on a worker thread; any failure leaves as a :class:`SlideError` with a one-line message."""
+    try:
+        return load_slide(path, override=override)
+    except SlideError:
+        raise
+    except Exception as exc:  # never let a worker exception vanish: the user gets a message
+        raise SlideError(_unexpected_message(path, exc)) from exc
 
 
 class SlideLoader(QObject):
-    """Loads slides on its own small thread pool; lives on (and reports to) the GUI thread."""
+    """Loads slides in the background (newest request wins, see :class:`~dnd_gui.workers.LatestOnly`); lives on,
+    and reports to, the GUI thread. A slide that finished loading after a newer request is closed, never shown."""
 
     loaded = Signal(object)  # LoadedSlide
     failed = Signal(str, str)  # path, one-line message
 
-    _done = Signal(int, object)
-    _failed = Signal(int, str, str)
-
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
-        self._latest = 0
+        self._worker = LatestOnly(self, threads=2, discard=lambda result: result.slide.close())
         self.pending_path: Optional[str] = None   # the newest path asked for (shown once it has loaded)
-        self._shut_down = False
-        self._done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
-        self._failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
 
     def load(self, path: str, override: Optional[MagnificationOverride] = None) -> int:
         """Start loading ``path``; returns the request id. Earlier requests still running are superseded.
         ``override``: the magnification the user set for this slide (see :mod:`dnd_engine.slides.overrides`)."""
-        self._latest += 1
-        self.pending_path = str(path)
-        self._pool.start(_LoadTask(self, self._latest, str(path), override))
-        return self._latest
+        path = str(path)
+        self.pending_path = path
+        return self._worker.submit(_open_or_explain, path, override, on_done=self.loaded.emit,
+                                   on_error=lambda exc: self.failed.emit(path, str(exc)))
 
     def shutdown(self) -> None:
         """Drop queued requests and wait for the running ones (a thumbnail read takes at most seconds)."""
-        self._shut_down = True
-        self._latest += 1
-        self._pool.clear()
-        self._pool.waitForDone()
-
-    def _is_current(self, request_id: int) -> bool:
-        return request_id == self._latest and not self._shut_down
-
-    @Slot(int, object)
-    def _on_done(self, request_id: int, result: LoadedSlide) -> None:
-        if not self._is_current(request_id):
-            result.slide.close()
-            return
-        self.loaded.emit(result)
-
-    @Slot(int, str, str)
-    def _on_failed(self, request_id: int, path: str, message: str) -> None:
-        if self._is_current(request_id):
-            self.failed.emit(path, message)
+        self._worker.shutdown()

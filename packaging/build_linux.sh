@@ -58,7 +58,8 @@ cpu_python() {
   local reqs
   reqs=$("$py" - "$ROOT/pyproject.toml" "$req" <<'EOF'
 import re, sys, tomllib
-deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+deps = project["dependencies"] + project["optional-dependencies"]["gui"]   # the app: the engine plus its [gui] extra
 torch_req = sys.argv[2].split()
 with_tv = any(re.match(r"torchvision\b", r) for r in torch_req)
 skip = {"torch", "torchvision"} | (set() if with_tv else {"timm"})   # timm imports torchvision

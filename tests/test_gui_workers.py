@@ -76,3 +76,28 @@ def test_errors_reach_on_error_only_for_the_newest_request(qtbot):
     assert len(errors) == 1 and done == []
     with pytest.raises(RuntimeError, match="shut down"):
         w.submit(lambda: 1, on_done=done.append)
+
+
+@pytest.mark.parametrize("module", ["dnd_gui.slide_loader", "dnd_gui.gallery", "dnd_gui.results_view"])
+def test_newest_wins_loaders_use_latest_only_not_their_own_pool(module):
+    """Issue 20 item 4: each of these had its own thread pool, request counter and private signals."""
+    import importlib
+    import inspect
+    source = inspect.getsource(importlib.import_module(module))
+    assert "LatestOnly(" in source
+    for own in ("QThreadPool", "QRunnable", "_request += 1", "_latest += 1"):
+        assert own not in source, f"{module} still has {own}"
+
+
+def test_curves_legend_is_superqts_flow_layout(qtbot):
+    from superqt import QFlowLayout
+
+    from dnd_gui.curves import TrainingCurves
+    curves = TrainingCurves()
+    qtbot.addWidget(curves)
+    assert isinstance(curves._bar, QFlowLayout)
+    curves.add_records([{"fold": 0, "stage": s, "epoch": 1, "train_loss": 0.5} for s in ("student", "base")])
+    curves.flush()
+    order = [curves._bar.itemAt(i).widget() for i in range(curves._bar.count())]
+    assert [w.text() if hasattr(w, "text") else "<fold selector>" for w in order] == \
+        ["Fold", "<fold selector>", "base", "student", "Fit"]   # the legend keeps the stage order

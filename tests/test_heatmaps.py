@@ -232,3 +232,19 @@ def test_geojson_tiles_for_qupath(tmp_path, no_part_files):
         heatmap_geojson(coords, 256, scores, probs=[0.2, 0.8], class_names=["a", "b", "c"])
     with pytest.raises(DnDError, match="one per patch"):
         heatmap_geojson(coords[:2], 256, scores)
+
+
+def test_heatmap_style_is_the_engines_and_render_heatmap_takes_it(cmu_slide):
+    """One HeatmapStyle for the app's overlay, its PNG export and the renderer: no opacity→alpha renaming."""
+    from dnd_engine.heatmaps import HeatmapStyle, render_heatmap
+    style = HeatmapStyle(colormap="viridis", opacity=0.6, threshold=0.25, normalise="minmax", smooth=True)
+    assert style.render_options() == {"colormap": "viridis", "alpha": 0.6, "normalise": "minmax",
+                                      "threshold": 0.25, "blur": True}
+    assert HeatmapStyle().render_options()["threshold"] is None   # 0 = draw every score
+    coords = np.array([[x, y] for y in range(0, 2048, 256) for x in range(0, 2048, 256)])
+    scores = np.linspace(0.0, 1.0, len(coords))
+    with open_slide(cmu_slide) as slide:
+        a = render_heatmap(slide, coords, 256.0, scores, max_side=256, style=style)
+        b = render_heatmap(slide, coords, 256.0, scores, max_side=256, colormap="viridis", alpha=0.6,
+                           normalise="minmax", threshold=0.25, blur=True)
+    assert np.array_equal(a.overlay, b.overlay) and np.array_equal(a.painted, b.painted)

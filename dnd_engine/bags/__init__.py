@@ -1,10 +1,35 @@
-"""Feature bags with labels: finding and loading bags, the labels CSV, and reproducible splits."""
+"""Feature bags with labels: finding and loading bags, the labels CSV, and reproducible splits.
 
-from .dataset import BagDataset
-from .labels import LabelRow, LabelRows, LabelTable, LabelsError, read_label_rows, read_labels
-from .splits import Split, check_split, read_split, read_splits_dir, split_from_column, stratified_kfold, write_split
-from .store import BagError, bag_info, find_bags, load_bag
+Names load on first use (PEP 562): reading a labels CSV or a project manifest must not import torch and h5py,
+which only the bag store and the dataset need.
+"""
 
-__all__ = ["BagDataset", "BagError", "LabelRow", "LabelRows", "LabelTable", "LabelsError", "Split", "bag_info", "check_split", "find_bags",
-           "load_bag", "read_label_rows", "read_labels", "read_split", "read_splits_dir", "split_from_column", "stratified_kfold",
-           "write_split"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "BagDataset": "dataset",
+    "LabelRow": "labels", "LabelRows": "labels", "LabelTable": "labels", "LabelsError": "labels",
+    "read_label_rows": "labels", "read_labels": "labels",
+    "Split": "splits", "check_split": "splits", "read_split": "splits", "read_splits_dir": "splits",
+    "split_from_column": "splits", "stratified_kfold": "splits", "write_split": "splits",
+    "BagError": "store", "bag_info": "store", "find_bags": "store", "load_bag": "store",
+}
+
+__all__ = ["BagDataset", "BagError", "LabelRow", "LabelRows", "LabelTable", "LabelsError", "Split", "bag_info",
+           "check_split", "find_bags", "load_bag", "read_label_rows", "read_labels", "read_split", "read_splits_dir",
+           "split_from_column", "stratified_kfold", "write_split"]
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

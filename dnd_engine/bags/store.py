@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DnDError
+from ..text import one_line
 from ..state_dicts import torch_file_problem
 
 BAG_SUFFIXES = (".h5", ".pt")
@@ -92,7 +93,7 @@ def _load_pt(path: Path) -> torch.Tensor:
         raise BagError(f"{path.name}: refused — the .pt file holds a pickled object, not a plain tensor "
                        "(only tensors or dicts of tensors are loaded, never arbitrary code)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise BagError(f"cannot read feature bag {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+        raise BagError(f"cannot read feature bag {path}: {one_line(e, None)}") \
             from None
     if isinstance(obj, dict):
         obj = obj.get("features", obj.get("feats"))

@@ -26,6 +26,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import auc, confusion_matrix, roc_curve
 
 from ..errors import DnDError
+from ..text import one_line
 
 ARMS = ("base", "dnd")
 ARM_NAMES = {"base": "base", "dnd": "D&D"}
@@ -90,7 +91,7 @@ def _read_json(path: Path) -> Dict[str, object]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DnDError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise DnDError(f"cannot read {path}: {one_line(e, None)}") from None
     if not isinstance(data, dict):
         raise DnDError(f"{path} is not a JSON object")
     return data
@@ -320,7 +321,7 @@ def _read_representations(path: Path) -> Tuple[List[str], np.ndarray, str]:
                 x = np.stack([np.asarray(f.get_tensor(k), dtype=np.float64).reshape(-1) for k in keys]) \
                     if keys else np.zeros((0, 0))
     except (OSError, SafetensorError, ValueError) as e:
-        raise DnDError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise DnDError(f"cannot read {path}: {one_line(e, None)}") from None
     if x.ndim == 1:
         x = x[:, None]
     if x.shape[0] != len(ids):

@@ -44,6 +44,7 @@ from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
 from ..slides import is_slide_path
 from ..slides.overrides import open_with_override
 from ..slides.slide import slide_id
+from ..slides.find import find_slides  # noqa: F401  (moved; still importable from here)
 from ..tissue import PRESETS, TissueMask, TissueParams, segment_tissue, write_tissue_geojson
 from ..slides.tiles import COMPRESSION_JPEG, RawBlock, TilesNotEligible, TileSpec, patch_blocks, plan_tiles
 from .device_decode import DeviceDecoder, resolve_share
@@ -459,19 +460,6 @@ def extract_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, con
     if r.status == "failed":
         raise DnDError(r.error)
     return r
-
-
-def find_slides(slides: str | os.PathLike) -> list[Path]:
-    """Slide files in a folder (not recursive, sorted), or the one file given."""
-    p = Path(slides)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise DnDError(f"{p}: no such file or folder")
-    found = sorted(q for q in p.iterdir() if q.is_file() and is_slide_path(q))
-    if not found:
-        raise DnDError(f"{p}: no slide files found (looked for {', '.join(('.svs', '.tif', '.ndpi', '.mrxs', '...'))})")
-    return found
 
 
 def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike, config: ExtractConfig,

@@ -22,6 +22,7 @@ from ..slides import Slide
 from ..tissue import TissueMask
 from .colormaps import apply_colormap, colormap_lut
 from .scores import as_coords, normalise_scores, score_map
+from .style import HeatmapStyle
 
 
 @dataclass
@@ -67,14 +68,21 @@ def _blur(smap: np.ndarray, covered: np.ndarray, patch_px: float) -> np.ndarray:
 def render_heatmap(slide: Slide, coords, patch_size_level0: float, scores, *, level: Optional[int] = None,
                    max_side: int = 2048, colormap: str = "jet", alpha: float = 0.4, normalise: str = "percentile",
                    threshold: Optional[float] = None, tissue: Optional[TissueMask | np.ndarray] = None,
-                   blur: bool = False) -> Heatmap:
+                   blur: bool = False, style: Optional[HeatmapStyle] = None) -> Heatmap:
     """Render ``scores`` (one per patch, same order as ``coords``) over ``slide``.
+
+    ``style`` (the app's :class:`HeatmapStyle`), when given, supplies colormap, alpha, normalise, threshold and
+    blur instead of those five keywords.
 
     Without ``level`` the whole slide is drawn with its long side ``max_side`` px (read from the nearest finer
     pyramid level, then shrunk). Colour is clipped to ``tissue`` (a ``TissueMask``, or a mask array of the whole
     slide at any scale, e.g. extraction's ``tissue/<slide>_mask.png``; rescaled to the heatmap) and to the patch
     footprints; ``threshold`` in [0, 1] hides normalised scores below it; ``blur`` smooths the scores first.
     """
+    if style is not None:
+        opts = style.render_options()
+        colormap, alpha, normalise, threshold, blur = (opts["colormap"], opts["alpha"], opts["normalise"],
+                                                       opts["threshold"], opts["blur"])
     colormap_lut(colormap)                      # an unknown name fails before any pixel is read
     if not 0.0 <= float(alpha) <= 1.0:
         raise DnDError(f"alpha must be in [0, 1], got {alpha}")

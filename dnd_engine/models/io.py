@@ -16,6 +16,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import DnDError
+from ..text import one_line
 from ..state_dicts import load_state_dict
 from .base import MILModel, build_model
 from .schema import CONFIG_KEY as _META_KEY
@@ -56,7 +57,7 @@ def read_model_file(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], D
     except DnDError:
         raise
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = one_line(e, None)
         raise ModelFileError(f"cannot read model file {p}: not a safetensors model file ({reason})") from None
     return sd, cfg, card
 
@@ -75,7 +76,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ModelFileError(f"{Path(path).name} does not match its own config: {str(e).splitlines()[0]}") from None
+        raise ModelFileError(f"{Path(path).name} does not match its own config: {one_line(e, None)}") from None
     return model.to(device).eval(), card
 
 
@@ -83,7 +84,7 @@ def _build(filename: str, name: str, cfg: Dict[str, object]) -> MILModel:
     try:
         return build_model(name, **cfg)
     except (TypeError, ValueError) as e:      # an option the schema passed but the constructor refuses
-        raise ModelFileError(f"{filename}: its model config cannot be built: {str(e).splitlines()[0]}") from None
+        raise ModelFileError(f"{filename}: its model config cannot be built: {one_line(e, None)}") from None
 
 
 def _check_tensors(filename: str, want: Dict[str, torch.Tensor], have: Dict[str, torch.Tensor]) -> None:
@@ -106,5 +107,5 @@ def load_authors_checkpoint(name: str, path: str | os.PathLike, in_dim: int = 10
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise ModelFileError(f"{p.name} does not fit {model.name} (in_dim {in_dim}, {n_classes} classes): "
-                             f"{str(e).splitlines()[0]}") from None
+                             f"{one_line(e, None)}") from None
     return model.eval()

@@ -1,9 +1,32 @@
-"""Projects: a folder that links slides and holds labels, features, runs, models and the jobs that made them."""
+"""Projects: a folder that links slides and holds labels, features, runs, models and the jobs that made them.
 
-from .jobs import JobBook, JobRecord
-from .manifest import MANIFEST, Project, ProjectError
-from .tasks import (ExtractionPlan, TrainingPlan, WorkEstimate, check_weights, estimate_work, plan_warnings,
-                    run_extraction, run_training)
+The names below are loaded on first use (PEP 562), not on import: the start screen only reads manifests, and the
+plans and runners behind ``TrainingPlan``/``run_training`` pull in torch. ``from dnd_engine.project import X``
+works as before and loads only the submodule that holds ``X``.
+"""
 
-__all__ = ["ExtractionPlan", "JobBook", "JobRecord", "MANIFEST", "Project", "ProjectError", "TrainingPlan",
-           "WorkEstimate", "check_weights", "estimate_work", "plan_warnings", "run_extraction", "run_training"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "JobBook": "jobs", "JobRecord": "jobs",
+    "MANIFEST": "manifest", "Project": "manifest", "ProjectError": "manifest",
+    "ExtractionPlan": "tasks", "TrainingPlan": "tasks", "WorkEstimate": "tasks", "check_weights": "tasks",
+    "estimate_work": "tasks", "plan_warnings": "tasks", "run_extraction": "tasks", "run_training": "tasks",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

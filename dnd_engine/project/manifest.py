@@ -18,10 +18,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Dict, List, Optional
 
 from ..atomic import atomic_path, ensure_dir, write_json_atomic
-from ..bags import find_bags, read_labels
-from ..bags.labels import LabelTable
+from ..bags.labels import LabelTable, read_labels
 from ..errors import DnDError
-from ..features.extract import find_slides
+from ..slides.find import find_slides
 from ..slides.overrides import MagnificationOverride, OverrideTable
 from ..slides.slide import is_slide_path, slide_id
 from .data_check import DataReport, check_data
@@ -303,6 +302,7 @@ class Project:
 
     def set_features(self, folder: str | os.PathLike) -> Dict[str, Path]:
         """Use an existing folder of bags (ours, CLAM's or TRIDENT's); it must hold at least one bag."""
+        from ..bags.store import find_bags  # torch and h5py: loaded only when features are linked
         bags = find_bags(Path(folder).expanduser().resolve())
         self.features = self.relative(Path(folder).expanduser())
         return bags
@@ -310,6 +310,7 @@ class Project:
     def available_ids(self) -> List[str]:
         """Slide ids training can use: those with feature bags, else the linked slides (to be extracted)."""
         if self.features_dir is not None and self.features_dir.is_dir():
+            from ..bags.store import find_bags  # torch and h5py: loaded only when features are looked at
             try:
                 return sorted(find_bags(self.features_dir))
             except DnDError:

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SlideError
+from ..text import one_line
 
 START_METHOD = ("spawn" if getattr(sys, "frozen", False) or "forkserver" not in multiprocessing.get_all_start_methods()
                 else "forkserver")
@@ -272,7 +273,7 @@ def _serve(conn, path: str, open_kwargs: dict, threads: int, parent_pid: int, ab
             reply(rid, False, SlideError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - the parent gets one line, never a traceback
             reply(rid, False, SlideError(f"{Path(path).name}: cannot read the slide "
-                                         f"({type(exc).__name__}: {_first_line(exc)})"))
+                                         f"({one_line(exc, typed=True)})"))
 
     try:
         rid, op, _ = conn.recv()
@@ -285,7 +286,7 @@ def _serve(conn, path: str, open_kwargs: dict, threads: int, parent_pid: int, ab
             os._exit(0)
         except Exception as exc:  # noqa: BLE001
             reply(rid, False, SlideError(f"{Path(path).name}: cannot open the slide "
-                                         f"({type(exc).__name__}: {_first_line(exc)})"))
+                                         f"({one_line(exc, typed=True)})"))
             os._exit(0)
         spare.append(slide)
         reply(rid, True, {
@@ -320,11 +321,6 @@ def _alive(pid: int) -> bool:
     except OSError:          # alive, owned by someone else (cannot happen for our parent, but harmless)
         return True
     return True
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else ""
 
 
 __all__ = ["IsolatedSlide", "SlideReaderCrashed", "crash_message", "START_METHOD", "ABORT_HOOK_ENV"]

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SlideError
+from ..text import one_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SLIDE_EXTENSIONS = (
@@ -269,11 +270,6 @@ class Slide:
                 f"mpp={self.mpp}, power={self.objective_power} [{self.magnification_source}])")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
 NOT_A_SLIDE = "its contents are not a slide format OpenSlide or tiffslide reads (is it a slide at all?)"
 DAMAGED = "the file is damaged or incomplete (was the copy cut short?)"
 _DAMAGE_WORDS = ("out of range", "invalid offset", "truncat", "corrupt", "reshape", "unexpected end", "eof",
@@ -288,7 +284,7 @@ def plain_reason(exc: BaseException) -> str:
     needs to know whether the file is not a slide or a damaged one. Unknown messages keep their first line with
     byte strings and object reprs removed.
     """
-    text = _one_line(exc)
+    text = one_line(exc)
     low = text.lower()
     cleaned = re.sub(r"b'[^']*'|b\"[^\"]*\"|<[^>]*>", "", text).strip(" :,")
     if "codec" in low or "requires" in low:
@@ -391,7 +387,7 @@ def open_slide(path: str | os.PathLike, objective_power: Optional[float] = None,
             img = Image.open(p)
             img.load()
         except Exception as exc:
-            raise SlideError(f"{p.name}: not a readable image: {_one_line(exc)}") from None
+            raise SlideError(f"{p.name}: not a readable image: {one_line(exc)}") from None
         img = _to_rgb(img)
         props = {"dnd.format": img.format or p.suffix.lstrip(".")}
         return Slide(p, "image", img, [img.size], [1.0], props, None, None, objective_power,

@@ -13,7 +13,7 @@ colormap tables, so the overlay matches the exported PNG.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import cv2
@@ -23,19 +23,9 @@ from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem
 
 from dnd_engine.heatmaps import apply_colormap, normalise_scores, score_map
+from dnd_engine.heatmaps.style import MAX_MASK_SIDE, HeatmapStyle  # noqa: F401  (the engine's; re-exported)
 
 MAX_RASTER_SIDE = 4096
-MAX_MASK_SIDE = 1024
-
-
-@dataclass(frozen=True)
-class HeatmapStyle:
-    colormap: str = "jet"
-    opacity: float = 0.45
-    threshold: float = 0.0        # normalised scores below it are not drawn
-    normalise: str = "percentile"
-    visible: bool = True
-    smooth: bool = False          # interpolate between patch centres instead of drawing squares
 
 
 @dataclass(frozen=True)
@@ -132,10 +122,6 @@ class HeatmapLayer(QGraphicsItem):
             self.update()
         self.setOpacity(style.opacity)
         self.setVisible(style.visible)
-
-    def update_style(self, **changes) -> HeatmapStyle:
-        self.set_style(replace(self.style, **changes))
-        return self.style
 
     def _scores_and_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(normalised scores, cell map, covered) for the current model and normalisation, computed once each:

@@ -17,6 +17,8 @@ from typing import Iterable, Optional
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage
 
+from dnd_engine.text import one_line
+
 from ..background import lower_this_thread
 from .tile_source import TileKey, TileSource
 
@@ -42,7 +44,7 @@ class _Drain(QRunnable):
             try:
                 image, error = source.read(key), ""
             except Exception as exc:  # a corrupt tile must not kill the worker; the view shows the coarser level
-                image, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                image, error = None, one_line(exc, None, typed=True)
             try:
                 if image is not None:
                     loader._ready.emit(self._generation, key, image)

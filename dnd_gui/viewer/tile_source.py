@@ -23,6 +23,7 @@ from dnd_engine.errors import SlideError
 from dnd_engine.slides.isolated import IsolatedSlide, SlideReaderCrashed
 
 from ..background import READER_START, start_reader_server
+from .qimage import rgb_to_qimage
 
 TILE_SIZE = 512  # level pixels per tile side: big enough to keep request counts low, small enough to decode in ms
 
@@ -115,14 +116,6 @@ class TileGrid:
             x, y, w, h = self.tile_rect(k)
             return (x + w / 2 - cx) ** 2 + (y + h / 2 - cy) ** 2
         return sorted(keys, key=dist)
-
-
-def rgb_to_qimage(arr: np.ndarray) -> QImage:
-    """An H×W×3 uint8 array as a QImage in the format the raster painter draws fastest (RGB32), owning its data."""
-    arr = np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
-    h, w = arr.shape[:2]
-    img = QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-    return img.convertToFormat(QImage.Format.Format_RGB32)  # a deep copy: independent of ``arr``
 
 
 def open_reader(path: str, **kwargs) -> IsolatedSlide:

@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog, QMenu
 
 from dnd_engine.errors import DnDError
-from dnd_engine.features.extract import find_slides
+from dnd_engine.slides.find import find_slides
 from dnd_engine.project import ProjectError
 
 from ..classification import labels_near

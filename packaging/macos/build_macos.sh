@@ -23,7 +23,7 @@ mkdir -p build dist
 if [[ ! -x $VENV/bin/python ]]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --upgrade pip
-  "$VENV/bin/python" -m pip install . "pyinstaller>=6.10"
+  "$VENV/bin/python" -m pip install ".[gui]" "pyinstaller>=6.10"
 fi
 
 # the app icon: .icns from the committed PNGs (the spec picks up build/dnd-studio.icns)

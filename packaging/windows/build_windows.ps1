@@ -21,7 +21,7 @@ if (-not (Test-Path "$Venv\Scripts\python.exe")) {
     } else {
         & "$Venv\Scripts\python.exe" -m pip install "torch==2.14.1" "torchvision==0.29.1"
     }
-    & "$Venv\Scripts\python.exe" -m pip install . "pyinstaller>=6.10"
+    & "$Venv\Scripts\python.exe" -m pip install ".[gui]" "pyinstaller>=6.10"
     if ($LASTEXITCODE -ne 0) { throw "pip install failed" }
 }
 
