@@ -26,7 +26,7 @@ from dnd_engine.errors import DnDError
 
 from .background import READER_START
 from .jobs import JobContext, JobFn
-from .viewer.heatmap_layer import MAX_MASK_SIDE
+from dnd_engine.heatmaps.style import MAX_MASK_SIDE
 from .workers import LatestOnly
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from dnd_engine.heatmaps import COLORMAPS, colormap_lut
 
 from .gallery import PatchGallery
 from .slide_properties import SlidePropertiesPanel
-from .viewer.heatmap_layer import HeatmapStyle
+from dnd_engine.heatmaps.style import HeatmapStyle
 
 NORMALISATION_WORDS = {"percentile": "Percentile rank (CLAM)", "minmax": "Min\u2013max"}
 WARNING_COLOUR = "#E08A00"

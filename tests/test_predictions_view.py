@@ -20,7 +20,7 @@ from dnd_engine.predict import SlidePrediction
 from dnd_engine.predictions import DEMO_MARK
 from dnd_gui.exports import heatmap_png_job
 from dnd_gui.predictions_view import PredictionsView
-from dnd_gui.viewer.heatmap_layer import HeatmapStyle
+from dnd_engine.heatmaps.style import HeatmapStyle
 
 from pyramid import tissue_like, write_pyramid
 

@@ -36,7 +36,7 @@ def add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from ..features.extract import find_slides
+    from ..slides.find import find_slides
     from ..predict import predict_slides
     from ..errors import DnDError
     from ..heatmaps import COLORMAPS

@@ -20,7 +20,7 @@ from ..text import one_line
 from ..state_dicts import load_state_dict
 from .base import MILModel, build_model
 from .schema import CONFIG_KEY as _META_KEY
-from .schema import ModelMetadataError, validate_metadata
+from .schema import validate_metadata
 
 
 class ModelFileError(DnDError):

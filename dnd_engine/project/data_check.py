@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from ..bags import find_bags
 from ..bags.labels import LabelRow, LabelsError, LabelTable, read_label_rows
 from ..errors import DnDError
-from ..features.extract import find_slides
+from ..slides.find import find_slides
 from ..slides.slide import slide_id
 
 PathLike = Union[str, os.PathLike]

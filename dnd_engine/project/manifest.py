@@ -321,6 +321,7 @@ class Project:
         """:func:`check_data` on what the project holds: its feature bags when it has them, else its slides."""
         feats = self.features_dir
         if feats is not None and feats.is_dir():
+            from ..bags.store import find_bags  # torch and h5py: loaded only when features are looked at
             try:
                 find_bags(feats)
                 return check_data(features=feats, labels_csv=self.labels_path, folds=folds)

@@ -23,7 +23,7 @@ from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem
 
 from dnd_engine.heatmaps import apply_colormap, normalise_scores, score_map
-from dnd_engine.heatmaps.style import MAX_MASK_SIDE, HeatmapStyle  # noqa: F401  (the engine's; re-exported)
+from dnd_engine.heatmaps.style import MAX_MASK_SIDE, HeatmapStyle
 
 MAX_RASTER_SIDE = 4096
 

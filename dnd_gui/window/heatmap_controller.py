@@ -19,10 +19,12 @@ from PySide6.QtCore import QObject, QPointF, QRectF, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QFileDialog, QGraphicsRectItem
 
+from dnd_engine.heatmaps.style import HeatmapStyle
+
 from ..exports import heatmap_geojson_job, heatmap_png_job
 from ..inspector import model_label
 from ..jobs import Job, JobState
-from ..viewer.heatmap_layer import HeatmapLayer, HeatmapStyle
+from ..viewer.heatmap_layer import HeatmapLayer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .main_window import MainWindow
