@@ -214,3 +214,44 @@ def test_cores_are_split_between_device_processes(monkeypatch):
     assert process_share("cpu", 4, 3) == (4, 3)             # --workers counts per process
     monkeypatch.setattr(devices_mod, "_cores", lambda: 2)
     assert process_share("cpu", 2, None) == (1, 1)
+
+
+# --- device processes exit with their parent ------------------------------------------------------------------
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_device_processes_exit_when_extract_is_killed(cohort, tmp_path):
+    """A SIGKILLed ``dnd extract --devices cpu,cpu`` leaves no device process behind; they are stopped first, so
+    only dying with the parent can end them (as tests/test_readers_exit.py does for the patch readers)."""
+    import signal
+    import subprocess
+    import sys
+    from test_readers_exit import ROOT, _children, _running, _wait
+
+    def device_children(pid: int) -> set:
+        return {c for c in _children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+
+    slides, _ = cohort
+    p = subprocess.Popen([sys.executable, "-m", "dnd_engine.cli", "extract", "--slides", str(slides[0].parent),
+                          "--out", str(tmp_path / "o"), "--devices", "cpu,cpu", "--workers", "0", "--compile", "off",
+                          "--quiet"], env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    kids: set = set()
+    try:
+        # both processes are at work (each prepares a slide of its own first), so both are past their start
+        patches = [tmp_path / "o" / "patches" / f"{s.stem}.h5" for s in slides[:2]]
+        assert _wait(lambda: p.poll() is not None or all(f.exists() for f in patches), 600, 0.05)
+        assert p.poll() is None, p.stderr.read().decode()[-3000:]
+        os.kill(p.pid, signal.SIGSTOP)
+        kids = device_children(p.pid)
+        assert len(kids) == 2
+        for k in kids:
+            os.kill(k, signal.SIGSTOP)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        assert _wait(lambda: not any(_running(k) for k in kids), 120, 0.1), "device processes outlived dnd extract"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for k in kids:
+            if _running(k):
+                os.kill(k, signal.SIGKILL)
