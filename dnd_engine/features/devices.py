@@ -311,6 +311,8 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
                 left = [i for i in range(n) if i not in results]
                 if not left or cancel_flag.value or error is not None:
                     break
+                for i in left:                # nobody holds them now: the fresh process may take them all
+                    owner[i] = _FREE
                 slot = _next_slot(0, deaths)
                 if slot is None:              # every device's process kept dying: the rest cannot be done
                     for i in left:
