@@ -9,7 +9,8 @@ batching, writing), and a process that dies (a driver fault, the OOM killer) tak
 The parent owns the sharing. A device process asks it, through its pipe, for each slide as its stream reaches
 that slide (``take``); the parent gives a slide to the first process that asks, so fast devices do more slides
 (each process first gets one slide of its own, so every device starts at once). Results and patch progress come
-back through the same pipe and are merged into the caller's callbacks; the parent writes the cohort's summary.
+back through the same pipe and are merged into the caller's callbacks (one patch bar over the slides being
+encoded on every device, one slide bar over the cohort); the parent writes the cohort's summary.
 No lock is shared between processes (a process killed while holding one would stop the others): only pipes, and
 one cancel flag the parent writes.
 
@@ -221,9 +222,7 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
     deaths = [0] * len(devs)
     procs: list[_Proc] = []
     error: Optional[BaseException] = None
-    by_id: dict = {}
-    for i, p in enumerate(paths):
-        by_id.setdefault(_slide_id(p), []).append(i)
+    encoding: dict = {}          # (slot, slide id) -> (patches done, total) of the slides being encoded now
 
     def start(slot: int) -> _Proc:
         threads, readers = process_share(devs[slot], len(devs), config.num_workers)
@@ -258,10 +257,16 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
             if ok:
                 owner[i] = p.slot
             p.conn.send(ok)
-        elif kind == "slide":
+        elif kind == "slide":               # one patch bar over the slides every device is encoding now
             _, done, total, text = msg
-            p.started.add(text.split(":")[0])
-            slide_progress(done, total, text)
+            sid = text.split(":")[0]
+            p.started.add(sid)
+            encoding[(p.slot, sid)] = (done, total)
+            d, t = sum(v[0] for v in encoding.values()), sum(v[1] for v in encoding.values())
+            slide_progress(d, t, f"{sid}: {d}/{t} patches" if len(encoding) == 1 else
+                           f"{len(encoding)} slides: {d}/{t} patches")
+            if done >= total:
+                del encoding[(p.slot, sid)]
         elif kind == "result":
             finish(msg[1], msg[2], p)
         elif kind in ("finished", "cancelled"):
@@ -281,6 +286,8 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
         p.proc.join(timeout=5)
         how = _death_words(p.proc.exitcode)
         p.ended = "died"
+        for key in [k for k in encoding if k[0] == p.slot]:
+            del encoding[key]
         deaths[p.slot] += 1
         mine = [i for i in range(n) if owner[i] == p.slot and i not in results]
         in_flight = {i for i in mine if _slide_id(paths[i]) in p.started} or set(mine[:1])
