@@ -259,3 +259,15 @@ def test_device_processes_exit_when_extract_is_killed(cohort, tmp_path):
         for k in kids:
             if _running(k):
                 os.kill(k, signal.SIGKILL)
+
+
+def cannot_start(device: str):
+    os._exit(3)
+
+
+def test_processes_that_cannot_start_give_one_error(cohort, tmp_path):
+    slides, _ = cohort
+    with pytest.raises(DnDError, match=r"no encoder process could start \(cpu: exit code 3\)"):
+        extract_on_devices(slides, tmp_path / "o", ExtractConfig(num_workers=0, compile="off"), build=cannot_start,
+                           devices=["cpu", "cpu"])
+    assert _no_device_process_left()

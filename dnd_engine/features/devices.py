@@ -17,12 +17,15 @@ one cancel flag the parent writes.
 A process that dies fails its in-flight slide (the one it was encoding, else the first it had taken); the
 slides it had taken but not begun go back to the pool and a fresh process on the same device carries on (at most
 :data:`MAX_DEATHS` times per device). Processes start with the config's ``mp_context`` (``fork`` is replaced by
-``spawn``: a forked child cannot use CUDA, nor safely inherit a Qt app's threads) and exit with their parent.
+``spawn``: a forked child cannot use CUDA, nor safely inherit a Qt app's threads) and exit with their parent;
+their own readers and preparation processes start as this process's would (not spawn's default: each would
+import torch again).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -178,6 +181,7 @@ class _Proc:
     conn: object
     started: set = field(default_factory=set)     # slide ids this process has written features for, unfinished
     ended: Optional[str] = None                   # finished | cancelled | error | died
+    spoke: bool = False                           # it sent something: it started (a death before is a start failure)
 
     @property
     def label(self) -> str:
@@ -214,19 +218,24 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
                                       slide_progress, cancelled), devs[0], 0)
     method = config.mp_context if config.mp_context in ("spawn", "forkserver") else "spawn"
     ctx = get_context(method)
+    # a spawned process defaults to spawn for its own children: its patch readers and preparation processes would
+    # each import torch again (seconds apiece); they start as they would in this process
+    inner = config.mp_context or multiprocessing.get_start_method(allow_none=True) or \
+        multiprocessing.get_all_start_methods()[0]
     cancel_flag = ctx.RawValue("b", 0)           # no lock: a process killed while holding one would stop the rest
     owner = [_FREE] * n
     for k in range(min(len(devs), n)):           # each device starts on a slide of its own
         owner[k] = k
     results: dict = {}
     deaths = [0] * len(devs)
+    start_failures: list = []
     procs: list[_Proc] = []
     error: Optional[BaseException] = None
     encoding: dict = {}          # (slot, slide id) -> (patches done, total) of the slides being encoded now
 
     def start(slot: int) -> _Proc:
         threads, readers = process_share(devs[slot], len(devs), config.num_workers)
-        cfg = replace(config, device=devs[slot], devices=None, num_workers=readers)
+        cfg = replace(config, device=devs[slot], devices=None, num_workers=readers, mp_context=inner)
         parent_end, child_end = ctx.Pipe(duplex=True)
         proc = ctx.Process(target=_device_main, name=f"dnd-device-{slot}",
                            args=(child_end, os.getpid(), paths, str(out_dir), cfg, threads, cancel_flag, build))
@@ -251,6 +260,7 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
     def handle(p: _Proc, msg) -> None:
         nonlocal error
         kind = msg[0]
+        p.spoke = True
         if kind == "take":
             i = msg[1]
             ok = not cancel_flag.value and error is None and owner[i] in (_FREE, p.slot)
@@ -286,6 +296,8 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
         p.proc.join(timeout=5)
         how = _death_words(p.proc.exitcode)
         p.ended = "died"
+        if not p.spoke:
+            start_failures.append(f"{p.device}: {how}")
         for key in [k for k in encoding if k[0] == p.slot]:
             del encoding[key]
         deaths[p.slot] += 1
@@ -321,6 +333,8 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
                 for i in left:                # nobody holds them now: the fresh process may take them all
                     owner[i] = _FREE
                 slot = _next_slot(0, deaths)
+                if slot is None and len(start_failures) == sum(deaths):
+                    raise DnDError(f"no encoder process could start ({start_failures[-1]}); see the log")
                 if slot is None:              # every device's process kept dying: the rest cannot be done
                     for i in left:
                         finish(i, SlideResult(_slide_id(paths[i]), str(paths[i]), "failed",
