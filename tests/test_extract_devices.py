@@ -265,8 +265,9 @@ def cannot_start(device: str):
     os._exit(3)
 
 
-def test_processes_that_cannot_start_give_one_error(cohort, tmp_path):
+def test_processes_that_cannot_start_give_one_error(cohort, tmp_path, monkeypatch):
     slides, _ = cohort
+    monkeypatch.setattr(devices_mod, "MAX_DEATHS", 1)        # one try per device (3 in use) keeps the test short
     with pytest.raises(DnDError, match=r"no encoder process could start \(cpu: exit code 3\)"):
         extract_on_devices(slides, tmp_path / "o", ExtractConfig(num_workers=0, compile="off"), build=cannot_start,
                            devices=["cpu", "cpu"])
