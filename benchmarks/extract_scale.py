@@ -101,7 +101,7 @@ def run_arm(arm: Arm, out: Path, extractor: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slides", type=int, default=8, help="synthetic slides in the cohort (default 8)")
-    ap.add_argument("--size", type=int, default=3072, help="level-0 side of each slide in pixels (default 3072)")
+    ap.add_argument("--size", type=int, default=6144, help="level-0 side of each slide in pixels (default 6144)")
     ap.add_argument("--extractor", default="stain_stats")
     ap.add_argument("--weights", default=None, help="the extractor's weights file, where it needs one")
     ap.add_argument("--device", default="cpu", help="cpu or cuda: the 1-process arm's device, and the kind "
