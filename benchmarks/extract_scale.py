@@ -44,6 +44,8 @@ sys.path.insert(0, str(ROOT))
 #: the per-slide lock files of issue 21 item 4: two `dnd extract` on one folder split the cohort only with them.
 #: COORDINATOR: the 2-process arm turns itself on once that module is merged; set False to force it off.
 LOCKS_MERGED = importlib.util.find_spec("dnd_engine.features.claims") is not None
+#: what the Ray arm passes to ``dnd extract --ray`` (issue 21 item 5; COORDINATOR: match the merged option)
+RAY_ADDRESS = "local"
 
 
 @dataclass
@@ -141,8 +143,9 @@ def main() -> int:
             # COORDINATOR: the 2-process arm (issue 21 item 4's locks); see LOCKS_MERGED above
             Arm("2 processes, one folder", [dnd(*common, "--device", args.device)] * 2,
                 skipped="" if LOCKS_MERGED else "needs the per-slide lock files (dnd_engine.features.claims)"),
-            Arm("Ray local", [dnd(*common, "--ray", "local")],
-                skipped="" if has_ray_option() else "needs dnd extract --ray and Ray (pip install 'dnd-studio[cluster]')"),
+            Arm("Ray local", [dnd(*common, "--ray", RAY_ADDRESS)],
+                skipped="" if has_ray_option() else
+                "needs dnd extract --ray and Ray (pip install 'dnd-studio[cluster]')"),
         ]
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         gpu = f", {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}" if torch.cuda.is_available() else ""

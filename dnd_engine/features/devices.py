@@ -175,10 +175,12 @@ def _device_main(conn, parent_pid: int, paths: list, out_dir: str, config, threa
 # --- the parent ---------------------------------------------------------------------------------------------
 @dataclass
 class _Proc:
+    key: int                     # which process of the run (owner of the slides it takes)
     slot: int                    # position in the --devices list
     device: str
     proc: object
     conn: object
+    taken: set = field(default_factory=set)       # slides it asked for and was given
     started: set = field(default_factory=set)     # slide ids this process has written features for, unfinished
     ended: Optional[str] = None                   # finished | cancelled | error | died
     spoke: bool = False                           # it sent something: it started (a death before is a start failure)
@@ -224,14 +226,14 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
         multiprocessing.get_all_start_methods()[0]
     cancel_flag = ctx.RawValue("b", 0)           # no lock: a process killed while holding one would stop the rest
     owner = [_FREE] * n
-    for k in range(min(len(devs), n)):           # each device starts on a slide of its own
+    for k in range(min(len(devs), n)):           # each device starts on a slide of its own (its first process)
         owner[k] = k
     results: dict = {}
     deaths = [0] * len(devs)
     start_failures: list = []
     procs: list[_Proc] = []
     error: Optional[BaseException] = None
-    encoding: dict = {}          # (slot, slide id) -> (patches done, total) of the slides being encoded now
+    encoding: dict = {}          # (process key, slide id) -> (patches done, total) of the slides being encoded now
 
     def start(slot: int) -> _Proc:
         threads, readers = process_share(devs[slot], len(devs), config.num_workers)
@@ -243,7 +245,7 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
         child_end.close()
         log.info("device process %d (%s, pid %d): %d encoder threads, %d patch readers", slot + 1, devs[slot],
                  proc.pid, threads, readers)
-        p = _Proc(slot, devs[slot], proc, parent_end)
+        p = _Proc(len(procs), slot, devs[slot], proc, parent_end)
         procs.append(p)
         return p
 
@@ -263,20 +265,21 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
         p.spoke = True
         if kind == "take":
             i = msg[1]
-            ok = not cancel_flag.value and error is None and owner[i] in (_FREE, p.slot)
+            ok = not cancel_flag.value and error is None and owner[i] in (_FREE, p.key)
             if ok:
-                owner[i] = p.slot
+                owner[i] = p.key
+                p.taken.add(i)
             p.conn.send(ok)
         elif kind == "slide":               # one patch bar over the slides every device is encoding now
             _, done, total, text = msg
             sid = text.split(":")[0]
             p.started.add(sid)
-            encoding[(p.slot, sid)] = (done, total)
+            encoding[(p.key, sid)] = (done, total)
             d, t = sum(v[0] for v in encoding.values()), sum(v[1] for v in encoding.values())
             slide_progress(d, t, f"{sid}: {d}/{t} patches" if len(encoding) == 1 else
                            f"{len(encoding)} slides: {d}/{t} patches")
             if done >= total:
-                del encoding[(p.slot, sid)]
+                del encoding[(p.key, sid)]
         elif kind == "result":
             finish(msg[1], msg[2], p)
         elif kind in ("finished", "cancelled"):
@@ -298,11 +301,12 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
         p.ended = "died"
         if not p.spoke:
             start_failures.append(f"{p.device}: {how}")
-        for key in [k for k in encoding if k[0] == p.slot]:
+        for key in [k for k in encoding if k[0] == p.key]:
             del encoding[key]
         deaths[p.slot] += 1
-        mine = [i for i in range(n) if owner[i] == p.slot and i not in results]
-        in_flight = {i for i in mine if _slide_id(paths[i]) in p.started} or set(mine[:1])
+        mine = [i for i in range(n) if owner[i] == p.key and i not in results]
+        taken = [i for i in mine if i in p.taken]
+        in_flight = {i for i in taken if _slide_id(paths[i]) in p.started} or set(taken[:1])
         for i in mine:
             if i in in_flight:
                 r = SlideResult(_slide_id(paths[i]), str(paths[i]), "failed",
@@ -371,7 +375,7 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
         raise error
     if cancel_flag.value:
         for i in range(n):
-            if i not in results and owner[i] >= 0:      # taken, unfinished (as a one-device run lists them)
+            if i not in results and any(i in p.taken for p in procs):   # taken, unfinished (as one device)
                 results[i] = SlideResult(_slide_id(paths[i]), str(paths[i]), "cancelled",
                                          error="cancelled by the user")
         _write_summary(fdir, [results[k] for k in sorted(results)])
