@@ -55,6 +55,9 @@ def _add_extract(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="patch-reading processes (default: one per core, ≤ 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="one encoder process per device, sharing the cohort's slides: cuda:0,cuda:1 (cuda: every "
+                        "GPU; cpu,cpu: two CPU processes splitting the cores); --workers then counts per process")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
                    help="fp32 is the reference. auto = bf16/fp16 autocast on CUDA; on a CPU bf16 where it has "
                         "AVX512-BF16/AMX, else int8 for ResNet-50-trunc (checked against fp32 as it runs, back to "
@@ -181,6 +184,13 @@ def _format_info(info: dict) -> str:
 
 def cmd_extract(args) -> int:
     _check_extract_args(args)
+    if args.devices is not None:
+        from ..features.devices import parse_devices
+        if args.device != "auto":
+            raise DnDError("give --device or --devices, not both")
+        if args.ray:
+            raise DnDError("give --devices (this machine's devices) or --ray (a cluster's), not both")
+        parse_devices(args.devices)        # a bad list is refused before any work starts
     from ..features import ExtractConfig, extract_cohort, feature_dir_for
     from ..features.settings import SettingsMismatch
     cfg = ExtractConfig(
@@ -190,7 +200,7 @@ def cmd_extract(args) -> int:
         base_magnification=args.base_magnification, objective_power=args.objective_power,
         batch_size=args.batch_size, num_workers=args.workers,
         device=args.device, precision=args.precision, compile=args.compile, reader=args.reader,
-        device_decode=args.device_decode,
+        device_decode=args.device_decode, devices=args.devices,
         overwrite=args.overwrite, ray=args.ray)
     try:
         cfg.patch_params().validate()
@@ -213,6 +223,8 @@ def cmd_extract(args) -> int:
     for r in results:
         note = r.error if r.error else (f"magnification from {r.info.get('magnification_source')}"
                                         if r.info.get("magnification_source") in ("assumed",) else "")
+        if args.devices is not None and "device" in r.info:
+            note = f"[{r.info['device']} #{r.info['device_slot'] + 1}] {note}".rstrip()
         print(f"{r.slide_id:<{w}}  {r.status:<8} {r.n_patches:>8} {r.seconds:>8.1f}  {note}")
     n_ok = sum(r.status in ("done", "skipped") for r in results)
     n_patches = sum(r.n_patches for r in results if r.status == "done")

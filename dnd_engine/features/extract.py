@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import cv2
 import h5py
@@ -90,6 +90,8 @@ class ExtractConfig:
     #                                             platform's default; a Qt app must not fork its threads)
     ray: Optional[str] = None                   # auto | local | HOST:PORT: run the cohort on a Ray cluster
     #                                             (ray_runner.py); None: on this machine
+    devices: Optional[str] = None               # "cuda:0,cuda:1" / "cpu,cpu": one encoder process per device,
+    #                                             sharing the cohort's slides (devices.py); None: ``device`` only
 
     def patch_params(self) -> PatchParams:
         return PatchParams(magnification=self.magnification, patch_size=self.patch_size, overlap=self.overlap,
@@ -309,9 +311,10 @@ class _CohortStream:
     """
 
     def __init__(self, paths, out_dir, config, extractor, on_result, cancelled, raw_share: float = 0.0,
-                 indices: Optional[list] = None):
+                 indices: Optional[list] = None, take: Optional[Callable[[int], bool]] = None):
         self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
         self.indices = list(range(len(paths))) if indices is None else list(indices)   # the slides to stream
+        self.take = take      # asked as the stream reaches a slide: whether this run does it (devices.py)
         self.raw_share = raw_share
         self.on_result, self.cancelled = on_result, cancelled
         self.plans: dict[int, _SlidePlan] = {}
@@ -352,6 +355,8 @@ class _CohortStream:
 
         def submit_next() -> None:
             for i, sp in todo:
+                if self.take is not None and not self.take(i):
+                    continue                            # another device's process does this slide
                 pending.append((i, sp, pool.submit(_prepare_in_child, i, sp, self.out_dir, self.config,
                                                    self.out_size, name=Path(sp).name)))
                 return
@@ -464,20 +469,31 @@ def extract_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, con
 
 def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike, config: ExtractConfig,
                    progress: ProgressFn = no_progress, slide_progress: ProgressFn = no_progress,
-                   cancelled: Optional[CancelFn] = None, extractor: Optional[Extractor] = None) -> list[SlideResult]:
+                   cancelled: Optional[CancelFn] = None, extractor: Optional[Extractor] = None,
+                   take: Optional[Callable[[int], bool]] = None,
+                   on_slide: Optional[Callable[[int, SlideResult], None]] = None) -> list[SlideResult]:
     """Extract every slide; a failing slide is reported and skipped, never stops the batch.
 
     ``progress`` ticks once per finished slide; ``slide_progress`` reports patches within a slide. A caller
     that already holds a built ``extractor`` (the app, benchmarks) passes it; else it is built from ``config``.
     On cancellation the slides in flight are dropped (no partial file), finished ones are kept, and
-    :class:`Cancelled` is raised.
+    :class:`Cancelled` is raised. ``config.devices`` runs one such extraction per device (devices.py); each
+    is given ``take`` (asked, as its stream reaches slide i, whether it does that slide) and ``on_slide``
+    (each slide's result, as it comes).
     """
     paths = [Path(s) for s in slides] if isinstance(slides, (list, tuple)) else find_slides(slides)
     config.patch_params().validate()
     config.tissue_params()  # validate the preset before the first slide
+    if config.devices and config.ray:
+        raise DnDError("give --devices (this machine's devices) or --ray (a cluster's), not both")
     out_dir = ensure_dir(out_dir)
     fdir = ensure_dir(feature_dir_for(out_dir, config.extractor))
     remove_stale_temps(out_dir / "patches", out_dir / "tissue", fdir, fdir / "h5_files", fdir / "pt_files")
+    if config.devices:
+        from .devices import extract_on_devices
+        if extractor is not None:
+            raise DnDError("a built extractor cannot be shared by several device processes; give none")
+        return extract_on_devices(paths, out_dir, config, progress, slide_progress, cancelled)
     if extractor is None:
         extractor = build_extractor(config.extractor, config.weights, device=resolve_device(config.device),
                                     precision=config.precision)
@@ -512,6 +528,8 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     def on_result(i: int, r: SlideResult) -> None:
         results[i] = r
         _write_summary(fdir, [results[k] for k in sorted(results)])
+        if on_slide is not None:
+            on_slide(i, r)
         progress(len(results), n_slides, f"{r.slide_id}: {r.status}")
 
     workers = default_workers(device) if config.num_workers is None else max(0, int(config.num_workers))
@@ -522,7 +540,8 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     rounds: deque = deque([list(range(n_slides))])
     while rounds:
         rnd = rounds.popleft()
-        stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share, indices=rnd)
+        stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share, indices=rnd,
+                               take=take)
         loader_it = None
         try:
             loader_it = iter(_loader(stream, config, device, workers))     # held: shut down after a reader dies
