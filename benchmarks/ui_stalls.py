@@ -168,7 +168,7 @@ def settle(seconds: float) -> None:
 
 def make_window(tmp: Path):
     from PySide6.QtCore import QSettings
-    from dnd_gui.main_window import MainWindow
+    from dnd_gui.window.main_window import MainWindow
     settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
     win = MainWindow(settings=settings, output_root=tmp / "out", model=None, theme="dark")
     win.confirm_quit = lambda n: True
@@ -189,7 +189,7 @@ def wait_model(win, path) -> None:
 
 # --- the flows --------------------------------------------------------------------------------------------
 def flow_start(win, args, tmp) -> dict:
-    from dnd_gui.classification import DEMO_MODEL
+    from dnd_gui.jobs.classify import DEMO_MODEL
     with StallMeter(args.why) as meter:
         warm = warm_up()
         wait_model(win, DEMO_MODEL)
@@ -201,7 +201,7 @@ def flow_start(win, args, tmp) -> dict:
 def warm_up():
     """What the app does once its window is shown: the heavy imports on a background thread (an event)."""
     try:
-        from dnd_gui.background import warm_up_imports
+        from dnd_gui.jobs.background import warm_up_imports
     except ImportError:   # an app from before the warm-up: nothing to wait for
         done = threading.Event()
         done.set()
@@ -210,7 +210,7 @@ def warm_up():
 
 
 def flow_first_classification(win, args, tmp) -> dict:
-    from dnd_gui.classification import DEMO_MODEL
+    from dnd_gui.jobs.classify import DEMO_MODEL
     wait_model(win, DEMO_MODEL)
     settle(0.5)
     slide = os.path.abspath(args.slide)
@@ -291,7 +291,7 @@ FLOW_FNS = {"start": flow_start, "first classification": flow_first_classificati
 def run_flow(args) -> None:
     """Inside the child process: one flow in a fresh app, its report as one JSON line on stdout."""
     from PySide6.QtWidgets import QApplication
-    from dnd_gui.background import favour_the_ui_thread
+    from dnd_gui.jobs.background import favour_the_ui_thread
     favour_the_ui_thread()  # as the app does at start
     app = QApplication.instance() or QApplication(["ui_stalls"])
     with tempfile.TemporaryDirectory(prefix="ui_stalls_") as tmp:

@@ -47,8 +47,8 @@ from PySide6.QtCore import QEventLoop, QPointF, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from dnd_engine.slides import open_slide  # noqa: E402
-from dnd_gui.background import favour_the_ui_thread  # noqa: E402
-from dnd_gui.slide_loader import load_slide  # noqa: E402
+from dnd_gui.jobs.background import favour_the_ui_thread  # noqa: E402
+from dnd_gui.jobs.slide_loader import load_slide  # noqa: E402
 from dnd_gui.viewer import SlideViewer  # noqa: E402
 from dnd_gui.viewer.tile_loader import default_threads  # noqa: E402
 

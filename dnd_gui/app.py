@@ -19,9 +19,9 @@ from PySide6.QtWidgets import QApplication
 from dnd_engine import __version__
 
 from . import crash
-from .background import favour_the_ui_thread, warm_up_imports
-from .classification import DEMO_MODEL
-from .main_window import APP_TITLE, MainWindow
+from .jobs.background import favour_the_ui_thread, warm_up_imports
+from .jobs.classify import DEMO_MODEL
+from .window.main_window import APP_TITLE, MainWindow
 from .resources import resources_dir
 from .settings import THEMES
 from .xcb_check import check_xcb

@@ -66,8 +66,8 @@ def run_selftest(slide: Optional[Path] = None, model: Optional[Path] = None,
     """Open, load, classify; raises :class:`SelftestError` with a one-line reason."""
     from dnd_engine.errors import DnDError
 
-    from .classification import DEMO_MODEL, load_model_checked
-    from .slide_loader import load_slide
+    from .jobs.classify import DEMO_MODEL, load_model_checked
+    from .jobs.slide_loader import load_slide
 
     t0 = time.perf_counter()
     slide = Path(slide) if slide else sample_slide()

@@ -55,7 +55,7 @@ def synth_features(tmp_path_factory):
 @pytest.fixture
 def queue():
     """A job queue of its own, shut down (its worker finished) after the test."""
-    from dnd_gui.jobs import JobQueue
+    from dnd_gui.jobs.queue import JobQueue
     q = JobQueue()
     yield q
     assert q.shutdown(10_000)
@@ -64,7 +64,7 @@ def queue():
 @pytest.fixture
 def panel(qtbot, queue):
     """A shown Jobs panel over ``queue``."""
-    from dnd_gui.jobs_panel import JobsPanel
+    from dnd_gui.panels.jobs_panel import JobsPanel
     p = JobsPanel(queue)
     qtbot.addWidget(p)
     p.resize(760, 640)

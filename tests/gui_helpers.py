@@ -92,7 +92,7 @@ def open_window(qtbot, settings_file: Path, output_root: Path, model=None, size=
     """A shown ``MainWindow`` with its own settings file and output folder (nothing of the user's is read or
     written), quitting without asking, with ``model`` loaded when given."""
     from PySide6.QtCore import QSettings
-    from dnd_gui.main_window import MainWindow
+    from dnd_gui.window.main_window import MainWindow
     win = MainWindow(settings=QSettings(str(settings_file), QSettings.Format.IniFormat), output_root=output_root,
                      model=None, theme="dark")
     qtbot.addWidget(win)

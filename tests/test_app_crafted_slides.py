@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QApplication
 from dnd_engine.errors import SlideError
 from dnd_engine.slides import open_slide
 from dnd_engine.slides.isolated import ABORT_HOOK_ENV, IsolatedSlide, SlideReaderCrashed
-from dnd_gui.slide_thumbnails import ThumbnailLoader, read_thumbnail
+from dnd_gui.panels.slide_thumbnails import ThumbnailLoader, read_thumbnail
 from dnd_gui.viewer.view import CANVAS_COLOR
 
 from gui_helpers import file_drop_events, open_window

@@ -135,7 +135,7 @@ def test_tampered_metadata_through_dnd_predict(good_model, tmp_path, capfd, case
 
 @pytest.mark.parametrize("case", ["no_name", "patch_size_negative", "in_dim_1e8", "card_a_string"])
 def test_the_app_shows_the_metadata_error_and_keeps_its_model(qtbot, tmp_path, good_model, case):
-    from dnd_gui.classification import DEMO_MODEL
+    from dnd_gui.jobs.classify import DEMO_MODEL
     from gui_helpers import MODEL_MS, open_window
     win = open_window(qtbot, tmp_path / "settings.ini", tmp_path / "out", DEMO_MODEL, size=(1366, 768))
     bad = tampered(good_model, tmp_path, case)

@@ -21,9 +21,9 @@ from PySide6.QtWidgets import QApplication
 from dnd_engine.dnd import preset_config
 from dnd_engine.dnd.dnd_cv import CVSettings, run_dnd_cv
 from dnd_engine.training.trainer import TrainConfig
-from dnd_gui.curves import (BASE_COLOUR, EXPERT_COLOURS, METRICS, STUDENT_COLOUR, TrainingCurves, read_history,
+from dnd_gui.panels.curves import (BASE_COLOUR, EXPERT_COLOURS, METRICS, STUDENT_COLOUR, TrainingCurves, read_history,
                             stage_colour)
-from dnd_gui.jobs import Job, JobQueue, JobState
+from dnd_gui.jobs.queue import Job, JobQueue, JobState
 from dnd_gui.theme import apply_theme
 
 from bagtools import make_bags, write_bags

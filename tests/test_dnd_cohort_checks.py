@@ -84,7 +84,7 @@ def test_dnd_train_prints_the_warnings(tiny_run):
 
 
 def test_results_page_shows_the_runs_warnings(qtbot, tiny_run):
-    from dnd_gui.results_view import ResultsView
+    from dnd_gui.panels.results_view import ResultsView
     _, run = tiny_run
     view = ResultsView()
     qtbot.addWidget(view)

@@ -14,7 +14,7 @@ import pytest
 
 from dnd_engine.eta import EtaEstimator, StageWork, dnd_work
 from dnd_gui import jobs as jobs_module
-from dnd_gui.jobs import Job
+from dnd_gui.jobs.queue import Job
 
 FOLDS, CLUSTERS, EPOCHS, N = 2, 2, 8, 20
 SECONDS = {"base": 2.0, "expert": 1.5, "student": 2.5}   # per epoch, validation included

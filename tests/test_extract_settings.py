@@ -226,7 +226,7 @@ def test_project_extraction_with_another_plan_goes_beside_the_old_features(slide
     """The app's project: a plan with other settings than features/ holds extracts into features-<settings>/ and
     the project points there; the old features (runs may rest on them) stay as they were."""
     from dnd_engine.project import ExtractionPlan, Project
-    from dnd_engine.project.tasks import run_extraction
+    from dnd_engine.project.runners import run_extraction
     project = Project.create(tmp_path / "proj")
     project.set_slides(slides)
     plan = ExtractionPlan(extractor="stain_stats", magnification=10, patch_size=128, device="cpu")

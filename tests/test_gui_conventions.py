@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QApplication
 from dnd_engine.project import Project, ProjectError
 from dnd_engine.synth import make_synthetic_cohort
 from dnd_gui.window import context_menus
-from dnd_gui.main_window import MainWindow
+from dnd_gui.window.main_window import MainWindow
 from dnd_gui.xcb_check import XCB_LIBRARIES, check_xcb, missing_xcb_libraries, uses_xcb
 
 from gui_helpers import file_drop_events, open_window, wait_painted

@@ -14,8 +14,8 @@ from PySide6.QtWidgets import QApplication
 from conftest import shared_file
 from dnd_engine.slides import MagnificationOverride
 from dnd_gui import magnification_dialog
-from dnd_gui.classification import DEMO_MODEL
-from dnd_gui.main_window import MainWindow
+from dnd_gui.jobs.classify import DEMO_MODEL
+from dnd_gui.window.main_window import MainWindow
 
 from gui_helpers import file_drop_events, open_window
 

@@ -15,8 +15,8 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QColor, QImage, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from dnd_gui.main_window import MainWindow
-from dnd_gui.slide_loader import THUMBNAIL_MAX_SIZE
+from dnd_gui.window.main_window import MainWindow
+from dnd_gui.jobs.slide_loader import THUMBNAIL_MAX_SIZE
 
 from gui_helpers import drag_enter_event, file_drop_events
 

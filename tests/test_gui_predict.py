@@ -21,9 +21,9 @@ from PySide6.QtWidgets import QApplication
 from dnd_engine.heatmaps import colormap_lut
 from dnd_engine.predict import SlidePrediction
 from dnd_engine.synth import make_synthetic_cohort
-from dnd_gui.classification import DEMO_MODEL
-from dnd_gui.jobs import JobState
-from dnd_gui.main_window import MainWindow
+from dnd_gui.jobs.classify import DEMO_MODEL
+from dnd_gui.jobs.queue import JobState
+from dnd_gui.window.main_window import MainWindow
 
 from gui_helpers import MODEL_MS, Heartbeat, file_drop_events, open_window, wait_painted
 from pyramid import tissue_like, write_pyramid
@@ -224,7 +224,7 @@ def test_predict_job_cancelled_inside_extraction_stops_instead_of_failing_the_sl
     """The engine raises Cancelled from inside a slide's extraction; it must end the job, not become a 'failed'
     slide that the job then walks past (the job function is driven directly: no window, no race)."""
     from dnd_engine.errors import Cancelled
-    from dnd_gui.classification import classify_job, load_model_checked
+    from dnd_gui.jobs.classify import classify_job, load_model_checked
 
     class Context:
         def __init__(self):

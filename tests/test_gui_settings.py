@@ -12,7 +12,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
 
-from dnd_gui.main_window import MainWindow
+from dnd_gui.window.main_window import MainWindow
 
 ROOT = Path(__file__).resolve().parents[1]
 CMU = ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs"

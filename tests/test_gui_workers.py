@@ -78,7 +78,7 @@ def test_errors_reach_on_error_only_for_the_newest_request(qtbot):
         w.submit(lambda: 1, on_done=done.append)
 
 
-@pytest.mark.parametrize("module", ["dnd_gui.slide_loader", "dnd_gui.gallery", "dnd_gui.results_view"])
+@pytest.mark.parametrize("module", ["dnd_gui.jobs.slide_loader", "dnd_gui.panels.gallery", "dnd_gui.panels.results_view"])
 def test_newest_wins_loaders_use_latest_only_not_their_own_pool(module):
     """Issue 20 item 4: each of these had its own thread pool, request counter and private signals."""
     import importlib
@@ -92,7 +92,7 @@ def test_newest_wins_loaders_use_latest_only_not_their_own_pool(module):
 def test_curves_legend_is_superqts_flow_layout(qtbot):
     from superqt import QFlowLayout
 
-    from dnd_gui.curves import TrainingCurves
+    from dnd_gui.panels.curves import TrainingCurves
     curves = TrainingCurves()
     qtbot.addWidget(curves)
     assert isinstance(curves._bar, QFlowLayout)

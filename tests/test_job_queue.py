@@ -16,9 +16,9 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from dnd_engine.errors import DnDError
-from dnd_gui import jobs as jobs_module
-from dnd_gui.jobs import LOG_LINES_MAX, Job, JobState
-from dnd_gui.jobs_panel import format_eta
+from dnd_gui.jobs import queue as jobs_module
+from dnd_gui.jobs.queue import LOG_LINES_MAX, Job, JobState
+from dnd_gui.panels.jobs_panel import format_eta
 from dnd_gui.theme import apply_theme
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def test_job_log_is_capped(qtbot):
         job._on_log(f"line {i}")
     assert LOG_LINES_MAX <= len(job.log_lines) <= 1.1 * LOG_LINES_MAX + 1
     assert job.log_lines[-1] == f"line {3 * LOG_LINES_MAX - 1}"
-    from dnd_gui.jobs_panel import JobRow
+    from dnd_gui.panels.jobs_panel import JobRow
     row = JobRow(job)
     qtbot.addWidget(row)
     row.show_log(True)

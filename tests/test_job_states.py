@@ -17,8 +17,8 @@ from PySide6.QtWidgets import QApplication
 from dnd_engine.errors import Cancelled
 from dnd_engine.progress import batch_outcome
 from dnd_engine.project import JobBook, Project, TrainingPlan
-from dnd_gui.jobs import Job, JobState
-from dnd_gui.jobs_panel import PARTIAL_COLOUR
+from dnd_gui.jobs.queue import Job, JobState
+from dnd_gui.panels.jobs_panel import PARTIAL_COLOUR
 from dnd_gui.theme import apply_theme
 
 from bagtools import make_bags, write_bags
@@ -180,7 +180,7 @@ def save_shot(widget, name: str) -> Path:
 def test_classifying_slides_that_all_fail_is_a_failed_job_and_some_failed_is_said(qtbot, tmp_path):
     """Issue 19 item 3: a fake .svs and a zero-byte file ended as a green "Done 100 %"."""
     from dnd_engine.synth import make_synthetic_cohort
-    from dnd_gui.classification import DEMO_MODEL
+    from dnd_gui.jobs.classify import DEMO_MODEL
     win = make_window(qtbot, tmp_path, DEMO_MODEL)
     try:
         fake, empty = tmp_path / "fake.svs", tmp_path / "empty.svs"

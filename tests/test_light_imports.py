@@ -27,7 +27,7 @@ def loaded_after(*modules: str) -> list[str]:
 
 
 def test_start_screen_and_recent_projects_do_not_import_torch():
-    assert loaded_after("dnd_gui.start_screen", "dnd_gui.settings", "dnd_engine.project.manifest") == []
+    assert loaded_after("dnd_gui.panels.start_screen", "dnd_gui.settings", "dnd_engine.project.manifest") == []
 
 
 def test_find_slides_is_light():

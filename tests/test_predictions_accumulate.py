@@ -139,7 +139,7 @@ def _load(qtbot, win, model):
 
 
 def _classify(qtbot, win, slide):
-    from dnd_gui.jobs import JobState
+    from dnd_gui.jobs.queue import JobState
     with qtbot.waitSignal(win.job_finished, timeout=180_000) as done:
         win.classify([str(slide)])
     assert done.args[0].state == JobState.DONE, done.args[0].error

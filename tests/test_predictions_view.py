@@ -18,8 +18,8 @@ from PySide6.QtWidgets import QApplication
 
 from dnd_engine.predict import SlidePrediction
 from dnd_engine.predictions import DEMO_MARK
-from dnd_gui.exports import heatmap_png_job
-from dnd_gui.predictions_view import PredictionsView
+from dnd_gui.jobs.exports import heatmap_png_job
+from dnd_gui.panels.predictions_view import PredictionsView
 from dnd_engine.heatmaps.style import HeatmapStyle
 
 from pyramid import tissue_like, write_pyramid
@@ -104,9 +104,9 @@ def test_exported_heatmap_png_of_a_demo_model_carries_the_mark(tmp_path, demo):
 def test_patch_gallery_is_on_screen_at_1366x768(qtbot, tmp_path):
     from PySide6.QtCore import QSettings
     from dnd_engine.synth import make_synthetic_cohort
-    from dnd_gui.classification import DEMO_MODEL
-    from dnd_gui.jobs import JobState
-    from dnd_gui.main_window import MainWindow
+    from dnd_gui.jobs.classify import DEMO_MODEL
+    from dnd_gui.jobs.queue import JobState
+    from dnd_gui.window.main_window import MainWindow
     slide = make_synthetic_cohort(tmp_path / "cohort", n_slides=2, size=2048, seed=11).slides[0].path
     win = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                      output_root=tmp_path / "out", model=None, theme="dark")

@@ -46,7 +46,7 @@ def bag_cohort(tmp_path):
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    from dnd_gui.main_window import MainWindow
+    from dnd_gui.window.main_window import MainWindow
     w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat), model=None)
     qtbot.addWidget(w)
     w.confirm_quit = lambda n: True

@@ -33,7 +33,7 @@ from dnd_engine.dnd.results import (ClusterProjection, check_run, cluster_projec
                                     find_runs, format_diff, format_mean_std, load_run, project_2d, roc_curves)
 from dnd_engine.errors import DnDError
 from dnd_engine.training.trainer import TrainConfig
-from dnd_gui.results_view import ResultsView
+from dnd_gui.panels.results_view import ResultsView
 from dnd_gui.theme import palette_for
 
 from bagtools import make_bags, write_bags
@@ -485,7 +485,7 @@ def test_cluster_axes_read_in_standard_deviations_without_a_scale_prefix(qtbot, 
 
 def test_results_page_fits_1366x768_without_sideways_scrolling(qtbot, tmp_path, dnd_run):
     from PySide6.QtCore import QSettings
-    from dnd_gui.main_window import MainWindow
+    from dnd_gui.window.main_window import MainWindow
     runs = tmp_path / "project" / "runs"
     a = fake_run(runs / "run-a" / "abmil", n_slides=60, folds=3, method="abmil", classes=("normal", "tumor"))
     b = fake_run(runs / "run-b" / "abmil", n_slides=60, folds=3, method="abmil", classes=("normal", "tumor"), seed=3)

@@ -55,7 +55,8 @@ def test_an_override_must_be_a_sensible_scale(bad):
 
 def test_project_keeps_overrides_and_its_extraction_uses_them(tmp_path):
     from dnd_engine.project import Project
-    from dnd_engine.project.tasks import ExtractionPlan, run_extraction
+    from dnd_engine.project.plans import ExtractionPlan
+    from dnd_engine.project.runners import run_extraction
     kidney, tcga = shared_file("wsi", "kidney-48-5.tif"), shared_file("wsi", "tcga-cr-7395-01a-01-ts1.svs")
     project = Project.create(tmp_path / "proj")
     project.set_slides([kidney, tcga])
@@ -94,7 +95,7 @@ def test_extraction_redoes_a_slide_whose_magnification_changed(tmp_path):
 
 def test_prediction_uses_the_override_and_without_it_names_the_app_setting(tmp_path):
     from dnd_engine.predict import predict_slides
-    from dnd_gui.classification import DEMO_MODEL
+    from dnd_gui.jobs.classify import DEMO_MODEL
     tcga = shared_file("wsi", "tcga-cr-7395-01a-01-ts1.svs")
     assert needs_magnification(tcga) and not needs_magnification(tcga, MagnificationOverride(objective_power=20))
     without = predict_slides(DEMO_MODEL, [tcga], tmp_path / "a", heatmaps="none", device="cpu")[0]
@@ -137,7 +138,7 @@ def test_bad_slides_give_one_plain_line(tmp_path, cmu_slide, caplog):
 
 def test_dnd_predict_takes_the_base_magnification_its_error_names(tmp_path, capsys):
     from dnd_engine.cli.main import main
-    from dnd_gui.classification import DEMO_MODEL
+    from dnd_gui.jobs.classify import DEMO_MODEL
     tcga = shared_file("wsi", "tcga-cr-7395-01a-01-ts1.svs")
     common = ["predict", str(tcga), "--model", str(DEMO_MODEL), "--heatmaps", "none", "--device", "cpu", "--quiet"]
     assert main(common + ["--out", str(tmp_path / "a")]) == 1

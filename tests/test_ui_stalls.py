@@ -71,13 +71,13 @@ def test_app_imports_the_heavy_modules_and_starts_the_fork_server_at_start_in_th
     assert {"openslide", "dnd_engine.predict"} <= set(first), first
     assert set(first.values()) == {"background"}, first
     # the fork server the reading processes come from is started too, with the extraction code imported once
-    from dnd_gui.background import READER_START
+    from dnd_gui.jobs.background import READER_START
     if READER_START == "forkserver":
         assert result["server"] and "dnd_engine.features.extract" in result["preload"]
 
 
 def test_warm_up_runs_once_and_skips_missing_modules():
-    from dnd_gui.background import warm_up_imports
+    from dnd_gui.jobs.background import warm_up_imports
     first = warm_up_imports(["json", "no_such_module_for_dnd"], server=False)
     assert first.wait(600)
     assert warm_up_imports(["json"]) is first      # once per process
@@ -112,8 +112,8 @@ def test_classification_reads_patches_without_forking_the_app(slide, tmp_path, m
     """Reading processes started with ``fork`` copy the whole app (Qt threads, torch): the copy can deadlock, and
     making it holds the GIL, which froze the window. The app's classification starts them from a fork server."""
     from dnd_engine import features
-    from dnd_gui.background import READER_START
-    from dnd_gui.classification import DEMO_MODEL, classify_job, load_model_checked
+    from dnd_gui.jobs.background import READER_START
+    from dnd_gui.jobs.classify import DEMO_MODEL, classify_job, load_model_checked
 
     started_with = []
 

@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QImage, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from dnd_gui.slide_loader import load_slide
+from dnd_gui.jobs.slide_loader import load_slide
 from dnd_gui.viewer import SlideViewer
 from dnd_gui.viewer.scale_bar import format_length, nice_length_um
 from dnd_gui.viewer.tile_cache import TileCache

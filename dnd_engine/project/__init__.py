@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "JobBook": "jobs", "JobRecord": "jobs",
+    "JobBook": "job_book", "JobRecord": "job_book",
     "MANIFEST": "manifest", "Project": "manifest", "ProjectError": "manifest",
-    "ExtractionPlan": "tasks", "TrainingPlan": "tasks", "WorkEstimate": "tasks", "check_weights": "tasks",
-    "estimate_work": "tasks", "plan_warnings": "tasks", "run_extraction": "tasks", "run_training": "tasks",
+    "ExtractionPlan": "plans", "TrainingPlan": "plans", "check_weights": "plans", "plan_warnings": "plans",
+    "WorkEstimate": "estimate", "estimate_work": "estimate", "run_extraction": "runners", "run_training": "runners",
 }
 
 __all__ = sorted(_WHERE)

@@ -63,7 +63,7 @@ _PATH = text("a path", empty=False)
 def _extraction_settings(value, where):
     """The extraction the project last ran, which the wizard starts from: each setting of its type (a newer app's
     unknown settings are kept; the wizard then starts from the defaults)."""
-    from .tasks import ExtractionPlan   # tasks imports this module
+    from .plans import ExtractionPlan   # plans imports this module
     return record(dataclass_fields(ExtractionPlan), "an object (the extraction's settings)")(value, where)
 
 

@@ -19,7 +19,7 @@ from PySide6.QtGui import QImage
 
 from dnd_engine.text import one_line
 
-from ..background import lower_this_thread
+from ..jobs.background import lower_this_thread
 from .tile_source import TileKey, TileSource
 
 

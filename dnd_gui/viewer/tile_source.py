@@ -22,7 +22,7 @@ from PySide6.QtGui import QImage
 from dnd_engine.errors import SlideError
 from dnd_engine.slides.isolated import IsolatedSlide, SlideReaderCrashed
 
-from ..background import READER_START, start_reader_server
+from ..jobs.background import READER_START, start_reader_server
 from .qimage import rgb_to_qimage
 
 TILE_SIZE = 512  # level pixels per tile side: big enough to keep request counts low, small enough to decode in ms

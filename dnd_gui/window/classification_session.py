@@ -1,7 +1,7 @@
 """What this session knows about each listed slide, and classifying them with the loaded model.
 
 One :class:`SlideRecord` per listed slide (its prediction, the job classifying it, the heatmap model shown); the
-model (loaded and checked off the UI thread by :class:`~dnd_gui.classification.ModelLoader`); the queue of slides
+model (loaded and checked off the UI thread by :class:`~dnd_gui.jobs.classify.ModelLoader`); the queue of slides
 dropped while a model was still loading. The slide list, the predictions table and the inspector show what the
 records say; nothing here decides what a prediction means (the engine's ``SlidePrediction`` says it).
 """
@@ -18,9 +18,9 @@ from PySide6.QtWidgets import QFileDialog
 
 from dnd_engine.errors import DnDError
 
-from .. import magnification_dialog
-from ..classification import ClassifiedSlide, ModelLoader, ReadyModel, classify_job, labels_near, read_labels_csv
-from ..jobs import Job, JobState
+from ..dialogs import magnification as magnification_dialog
+from ..jobs.classify import ClassifiedSlide, ModelLoader, ReadyModel, classify_job, labels_near, read_labels_csv
+from ..jobs.queue import Job, JobState
 
 if TYPE_CHECKING:  # pragma: no cover
     from .main_window import MainWindow

@@ -21,9 +21,9 @@ from PySide6.QtWidgets import QFileDialog, QGraphicsRectItem
 
 from dnd_engine.heatmaps.style import HeatmapStyle
 
-from ..exports import heatmap_geojson_job, heatmap_png_job
-from ..inspector import model_label
-from ..jobs import Job, JobState
+from ..jobs.exports import heatmap_geojson_job, heatmap_png_job
+from ..panels.inspector import model_label
+from ..jobs.queue import Job, JobState
 from ..viewer.heatmap_layer import HeatmapLayer
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -26,17 +26,17 @@ from dnd_engine.model_paths import is_model_path
 from dnd_engine.project.manifest import MANIFEST
 from dnd_engine.slides import SLIDE_EXTENSIONS, is_slide_path
 
-from ..classification import DEMO_MODEL
-from ..curves import TrainingCurves
-from ..inspector import Inspector
-from ..jobs import Job, JobQueue, JobState
-from ..jobs_panel import BottomDocks, JobsPanel
-from ..magnification_dialog import SlideScaleStore
-from ..predictions_view import PredictionsView
-from ..results_view import ResultsView
+from ..jobs.classify import DEMO_MODEL
+from ..panels.curves import TrainingCurves
+from ..panels.inspector import Inspector
+from ..jobs.queue import Job, JobQueue, JobState
+from ..panels.jobs_panel import BottomDocks, JobsPanel
+from ..dialogs.magnification import SlideScaleStore
+from ..panels.predictions_view import PredictionsView
+from ..panels.results_view import ResultsView
 from ..settings import AppSettings
-from ..slide_list import SlideListPanel
-from ..start_screen import StartScreen
+from ..panels.slide_list import SlideListPanel
+from ..panels.start_screen import StartScreen
 from ..theme import apply_theme
 from ..viewer import SlideViewer
 from .actions import WindowActions

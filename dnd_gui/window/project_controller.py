@@ -1,6 +1,6 @@
 """The open project's lifecycle in the window: create, open, close, train, resume, and what the window shows of it.
 
-The project itself (:class:`dnd_engine.project.Project`) and its jobs (:class:`~dnd_gui.project_session.
+The project itself (:class:`dnd_engine.project.Project`) and its jobs (:class:`~dnd_gui.jobs.project_session.
 ProjectSession`) decide everything; this controller only asks the user (folders, "resume now?", "quit with jobs
 running?") and keeps the curves, the results page, the slide list and the recent-projects menu in step.
 """
@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from dnd_engine.errors import DnDError
 from dnd_engine.project import ExtractionPlan, JobBook, JobRecord, Project, ProjectError, TrainingPlan
 
-from ..project_session import ProjectSession
+from ..jobs.project_session import ProjectSession
 from ..wizard import TrainingWizard
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -189,7 +189,7 @@ class ProjectController(QObject):
 
     def open_settings(self):
         """File ▸ Settings (window-modal): where this project's extraction jobs run. Returns the dialog (tests)."""
-        from ..settings_dialog import SettingsDialog
+        from ..dialogs.settings import SettingsDialog
         dialog = SettingsDialog(self.win.settings, self.win)
         dialog.open()
         return dialog

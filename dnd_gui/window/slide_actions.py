@@ -19,9 +19,9 @@ from dnd_engine.errors import DnDError
 from dnd_engine.slides.find import find_slides
 from dnd_engine.project import ProjectError
 
-from ..classification import labels_near
-from ..project_header import NEXT_STEP_TEXT
-from ..slide_thumbnails import ThumbnailLoader
+from ..jobs.classify import labels_near
+from ..panels.project_header import NEXT_STEP_TEXT
+from ..panels.slide_thumbnails import ThumbnailLoader
 from ..viewer import EMPTY_MESSAGE
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,6 +1,6 @@
 """The slide on screen: opening it off the UI thread, showing it, closing it, and the recent-slides menu.
 
-The loader (:class:`~dnd_gui.slide_loader.SlideLoader`) opens the newest requested slide on a worker; this
+The loader (:class:`~dnd_gui.jobs.slide_loader.SlideLoader`) opens the newest requested slide on a worker; this
 controller puts the outcome on screen (viewer, properties, list, title) or says why it failed, and tells the
 window's other parts through the window's ``slide_loaded`` / ``slide_failed`` / ``slide_closed`` signals.
 """
@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QFileDialog
 
 from dnd_engine.slides import Slide
 
-from ..slide_loader import LoadedSlide, SlideLoader
-from ..slide_properties import summary_line
+from ..jobs.slide_loader import LoadedSlide, SlideLoader
+from ..panels.slide_properties import summary_line
 from ..viewer import EMPTY_MESSAGE
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -16,7 +16,7 @@ from dnd_engine.errors import DnDError
 from dnd_engine.features.registry import default_extractor, get_spec, list_extractors
 from dnd_engine.project import ExtractionPlan, Project, check_weights
 
-from ..background import lower_this_thread
+from ..jobs.background import lower_this_thread
 from ..workers import LatestOnly
 from .widgets import GREEN, PAGE_MODEL, RED, PathEdit, first_line, form_row, note, tip
 

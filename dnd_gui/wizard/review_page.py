@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QTextBrowser, QVBoxLayout, QWizardPage
 from dnd_engine.errors import DnDError
 from dnd_engine.project import Project, WorkEstimate, estimate_work
 
-from ..background import lower_this_thread
+from ..jobs.background import lower_this_thread
 from ..workers import LatestOnly
 from .widgets import AMBER, RED, first_line, note, show_lines
 

@@ -22,9 +22,9 @@ from dnd_engine.text import one_line
 from dnd_engine.slides.isolated import IsolatedSlide
 from dnd_engine.slides.overrides import MagnificationOverride
 
-from .viewer.qimage import rgb_to_qimage
-from .viewer.tile_source import open_reader
-from .workers import LatestOnly
+from ..viewer.qimage import rgb_to_qimage
+from ..viewer.tile_source import open_reader
+from ..workers import LatestOnly
 
 THUMBNAIL_MAX_SIZE = 1024  # the minimap and the picture under the tiles while they load
 

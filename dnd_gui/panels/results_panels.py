@@ -1,5 +1,5 @@
 """The three panels of a run on the Results page — ROC curves, the confusion matrix and the cluster explorer —
-as mixins of :class:`~dnd_gui.results_view.ResultsView`: each builds its widgets on the view (tests and the
+as mixins of :class:`~dnd_gui.panels.results_view.ResultsView`: each builds its widgets on the view (tests and the
 window reach them as ``view.roc_plot``, ``view.scatter`` …) and draws the view's ``current()`` run."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ..atomic import write_json_atomic
 from ..lifeline import pid_alive
 from .manifest import Project, ProjectError, now_iso
 from .schema import Field, Invalid, check_document, dataclass_fields, integer, one_of, split_record, text
-from .tasks import ExtractionPlan, TrainingPlan
+from .plans import ExtractionPlan, TrainingPlan
 
 JOBS = "jobs.json"
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")

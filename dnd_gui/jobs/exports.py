@@ -13,7 +13,7 @@ import numpy as np
 
 from dnd_engine.heatmaps.style import HeatmapStyle
 
-from .jobs import JobContext, JobFn
+from .queue import JobContext, JobFn
 
 
 def heatmap_png_job(path: str | Path, slide_path: str, coords: np.ndarray, patch_size_level0: float,

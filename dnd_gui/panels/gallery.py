@@ -21,8 +21,8 @@ from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QListView, Q
 from dnd_engine.slides import open_slide
 from dnd_engine.text import one_line
 
-from .viewer.qimage import rgb_to_qimage
-from .workers import LatestOnly
+from ..viewer.qimage import rgb_to_qimage
+from ..workers import LatestOnly
 
 THUMB = 80
 DEFAULT_K = 8

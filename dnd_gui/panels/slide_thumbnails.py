@@ -14,9 +14,9 @@ from PySide6.QtGui import QImage
 
 from dnd_engine.slides.isolated import SlideReaderCrashed
 
-from .background import lower_this_thread
-from .viewer.qimage import rgb_to_qimage
-from .viewer.tile_source import open_reader
+from ..jobs.background import lower_this_thread
+from ..viewer.qimage import rgb_to_qimage
+from ..viewer.tile_source import open_reader
 
 LIST_THUMBNAIL_PX = 96  # twice the icon size: sharp on a HiDPI screen
 

@@ -36,7 +36,7 @@ from .plots import style_plot
 from .results_model import RunResults, cluster_label, compute_results, run_titles
 from .results_panels import ClusterPanel, ConfusionPanel, RocPanel
 from .results_widgets import SEGMENT_STYLE, bold_label, table_item, two_lines
-from .workers import LatestOnly
+from ..workers import LatestOnly
 
 EMPTY_MESSAGE = ("No finished D&D run yet.\n\nTrain base vs D&D with  dnd train --preset paper  (or compare "
                  "several methods with  dnd bench); each finished run appears here.")

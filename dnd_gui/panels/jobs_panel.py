@@ -15,7 +15,7 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QScrollArea, QToolButton, QVBoxLayout, QWidget)
 
-from .jobs import LOG_LINES_MAX, Job, JobQueue, JobState
+from ..jobs.queue import LOG_LINES_MAX, Job, JobQueue, JobState
 
 _STATE_WORDS = {JobState.QUEUED: "Queued", JobState.RUNNING: "Running", JobState.DONE: "Done",
                 JobState.FAILED: "Failed", JobState.CANCELLED: "Cancelled"}

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, Q
 
 from dnd_engine.errors import DnDError
 
-from .settings import AppSettings
+from ..settings import AppSettings
 
 
 class SettingsDialog(QDialog):

@@ -21,10 +21,10 @@ from dnd_engine.errors import Cancelled, DnDError
 from dnd_engine.eta import dnd_work_for
 from dnd_engine.project import (ExtractionPlan, JobBook, JobRecord, Project, ProjectError, TrainingPlan,
                                 run_extraction, run_training)
-from dnd_engine.project.jobs import JOBS
+from dnd_engine.project.job_book import JOBS
 
 from .background import READER_START    # never ``fork`` a process that runs Qt threads
-from .jobs import Job, JobContext, JobQueue, JobState
+from .queue import Job, JobContext, JobQueue, JobState
 
 PREREQUISITE_KINDS = ("extract",)   # kinds whose failure leaves the rest of their launch nothing to work on
 

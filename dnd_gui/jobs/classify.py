@@ -23,14 +23,14 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from dnd_engine.errors import DnDError
-
-from .background import READER_START
-from .jobs import JobContext, JobFn
 from dnd_engine.heatmaps.style import MAX_MASK_SIDE
-from .workers import LatestOnly
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL = ROOT / "resources" / "models" / "demo_abmil_stain_stats.safetensors"
+from ..resources import resources_dir
+from ..workers import LatestOnly
+from .background import READER_START
+from .queue import JobContext, JobFn
+
+DEMO_MODEL = resources_dir() / "models" / "demo_abmil_stain_stats.safetensors"
 STEPS_PER_SLIDE = 100
 
 

@@ -1,7 +1,7 @@
 """What the training curves plot, without Qt: per stage of a fold the epochs and values of each metric, and how
 each stage is named, coloured and ordered (base, experts, student) wherever curves are shown.
 
-Kept apart from :mod:`dnd_gui.curves` (the widget: redraw pacing, plot items, the legend) so the bookkeeping
+Kept apart from :mod:`dnd_gui.panels.curves` (the widget: redraw pacing, plot items, the legend) so the bookkeeping
 that runs hundreds of times a second on tiny cohorts reads and tests on its own.
 """
 

@@ -1,0 +1,1 @@
+"""Small dialogs: a slide's magnification, the app's settings."""

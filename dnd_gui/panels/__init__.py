@@ -1,0 +1,1 @@
+"""The window's panels and pages: slide list, inspector, gallery, predictions, jobs, curves, results, start screen."""
