@@ -13,7 +13,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 from dnd_engine.eta import EtaEstimator, StageWork, dnd_work
-from dnd_gui import jobs as jobs_module
+from dnd_gui.jobs import queue as jobs_module
 from dnd_gui.jobs.queue import Job
 
 FOLDS, CLUSTERS, EPOCHS, N = 2, 2, 8, 20

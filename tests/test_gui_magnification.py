@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QApplication
 
 from conftest import shared_file
 from dnd_engine.slides import MagnificationOverride
-from dnd_gui import magnification_dialog
+from dnd_gui.dialogs import magnification as magnification_dialog
 from dnd_gui.jobs.classify import DEMO_MODEL
 from dnd_gui.window.main_window import MainWindow
 

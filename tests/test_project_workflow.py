@@ -174,7 +174,7 @@ def test_project_wizard_to_results_with_live_curves(window, qtbot, tmp_path, coh
     """Slides folder + labels → wizard → extraction and training jobs → curves → results; the UI never stalls."""
     import threading
     from PySide6.QtWidgets import QWizard
-    from dnd_gui import project_session
+    from dnd_gui.jobs import project_session
     from dnd_gui.wizard import PAGE_REVIEW
     ran_on, real_extract, real_train = [], project_session.run_extraction, project_session.run_training
     monkeypatch.setattr(project_session, "run_extraction",

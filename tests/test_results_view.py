@@ -395,7 +395,7 @@ def test_results_view_stays_responsive_on_a_large_run(qtbot, view, tmp_path, mon
     machine must not fail it (the wall-clock stall is measured by benchmarks/ui_stalls.py)."""
     import threading
 
-    from dnd_gui import results_view as rv
+    from dnd_gui.panels import results_view as rv
 
     runs = [fake_run(tmp_path / m, n_slides=300, folds=5, dim=512, method=m, seed=i)
             for i, m in enumerate(("abmil", "transmil"))]

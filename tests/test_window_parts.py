@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dnd_engine.model_paths import is_model_path
-from dnd_gui import classification
+from dnd_gui.jobs import classify as classification
 from dnd_gui.jobs.classify import ModelLoader, labels_near, read_labels_csv
 from dnd_gui.window import MainWindow
 from dnd_gui.window.actions import ACTIONS, MENUS, WindowState
