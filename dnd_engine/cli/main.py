@@ -67,6 +67,13 @@ def _add_extract(sub) -> None:
                    help="share (0-1) of the tile reader's JPEG blocks decoded on the encoder's device (nvJPEG on a "
                         "GPU) while the reading processes decode the rest; default: 0.3 on CUDA, 0 on CPU")
     p.add_argument("--overwrite", action="store_true", help="recompute slides whose features already exist")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="take part I of N of the cohort (1-based; slides sorted by id, every N-th): for job arrays, "
+                        "e.g. --shard ${SLURM_ARRAY_TASK_ID}/8. Any number of processes may share one --out: each "
+                        "slide is locked while one works on it, and skipped by the others")
+    p.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a slide lock not refreshed for this long is taken over (its holder, on another machine, "
+                        "died); a lock of a dead process on this machine is taken over at once (default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
 
@@ -137,6 +144,13 @@ def _check_extract_args(args) -> None:
     _check_range("--tissue-threshold", args.tissue_threshold, 0, 255, "a saturation")
     _check_power("--base-magnification", args.base_magnification)
     _check_power("--objective-power", args.objective_power)
+    _check_range("--lock-timeout", args.lock_timeout, 1, 7 * 24 * 3600, "seconds")
+    if args.shard is not None:
+        from ..features.claims import parse_shard
+        try:
+            parse_shard(args.shard)
+        except DnDError as exc:
+            raise DnDError(f"--{exc}") from None
 
 
 # --- commands ---------------------------------------------------------------------------------------------
@@ -229,7 +243,9 @@ def cmd_extract(args) -> int:
         batch_size=args.batch_size, num_workers=args.workers,
         device=args.device, precision=args.precision, compile=args.compile, reader=args.reader,
         device_decode=args.device_decode,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, shard=args.shard)
+    if args.lock_timeout is not None:
+        cfg.lock_timeout = args.lock_timeout
     try:
         cfg.patch_params().validate()
     except ValueError as exc:
@@ -253,11 +269,12 @@ def cmd_extract(args) -> int:
                                         if r.info.get("magnification_source") in ("assumed",) else "")
         print(f"{r.slide_id:<{w}}  {r.status:<8} {r.n_patches:>8} {r.seconds:>8.1f}  {note}")
     n_ok = sum(r.status in ("done", "skipped") for r in results)
+    n_locked = sum(r.status == "locked" for r in results)      # other processes on this folder have them
     n_patches = sum(r.n_patches for r in results if r.status == "done")
-    print(f"{n_ok}/{len(results)} slides ok, {n_patches} patches extracted in {dt:.1f} s"
-          + (f" ({n_patches / dt:.1f} patches/s)" if n_patches else ""))
+    print(f"{n_ok}/{len(results)} slides ok" + (f", {n_locked} being extracted by other processes" if n_locked else "")
+          + f", {n_patches} patches extracted in {dt:.1f} s" + (f" ({n_patches / dt:.1f} patches/s)" if n_patches else ""))
     print(f"features: {feature_dir_for(args.out, args.extractor)}")
-    if n_ok == len(results):
+    if n_ok + n_locked == len(results):
         return 0
     return 3 if n_ok else 1
 

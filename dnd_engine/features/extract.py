@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Optional
@@ -49,7 +50,8 @@ from ..slides.tiles import COMPRESSION_JPEG, RawBlock, TilesNotEligible, TileSpe
 from .device_decode import DeviceDecoder, resolve_share
 from .patch_dataset import PatchReader, PatchRequest, TileBand, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
-from .settings import check_folder, claim_folder, run_settings, same_slide_scale
+from .settings import LOCK_FILE, check_folder, claim_folder, run_settings, same_slide_scale
+from .claims import DEFAULT_LOCK_TIMEOUT, HOSTNAME, LOCKS_DIR, SlideLocks, locked_file, shard_of
 from .registry import Extractor, build_extractor
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class ExtractConfig:
     #                                             (nvJPEG on CUDA); None: auto (0.3 on CUDA, 0 on CPU)
     mp_context: Optional[str] = None            # fork | forkserver | spawn for the reading processes (None: the
     #                                             platform's default; a Qt app must not fork its threads)
+    shard: Optional[str] = None                 # "I/N": this process takes part I of N of the cohort (see claims.py)
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds after which another host's unrefreshed slide lock is stale
 
     def patch_params(self) -> PatchParams:
         return PatchParams(magnification=self.magnification, patch_size=self.patch_size, overlap=self.overlap,
@@ -105,7 +109,7 @@ class ExtractConfig:
 class SlideResult:
     slide_id: str
     path: str
-    status: str                  # done | skipped | failed | cancelled
+    status: str                  # done | skipped | failed | cancelled | locked (another process is on it: error says who)
     n_patches: int = 0
     seconds: float = 0.0
     error: str = ""
@@ -306,13 +310,28 @@ class _CohortStream:
     """
 
     def __init__(self, paths, out_dir, config, extractor, on_result, cancelled, raw_share: float = 0.0,
-                 indices: Optional[list] = None):
+                 indices: Optional[list] = None, locks: Optional[SlideLocks] = None):
         self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
         self.indices = list(range(len(paths))) if indices is None else list(indices)   # the slides to stream
         self.raw_share = raw_share
         self.on_result, self.cancelled = on_result, cancelled
         self.plans: dict[int, _SlidePlan] = {}
         self.out_size = extractor.spec.input_size or config.patch_size
+        self.locks = locks
+
+    def _claim(self, sp: Path) -> Optional[Future]:
+        """Lock a slide before it is prepared: None to go on (this process holds its lock, or its features exist,
+        which its preparation confirms without a lock), else a finished future with its 'locked' result."""
+        sid = slide_id(sp)
+        if self.locks is None or (not self.config.overwrite and
+                                  _output_paths(self.out_dir, self.config.extractor, sid)["h5"].exists()):
+            return None
+        holder = self.locks.claim(sid)
+        if holder is None:
+            return None
+        done: Future = Future()
+        done.set_result(_locked_result(sp, holder))
+        return done
 
     def __iter__(self):
         batch: list[PatchRequest] = []
@@ -323,6 +342,11 @@ class _CohortStream:
             if isinstance(plan, SlideResult):
                 self.on_result(i, plan)
                 continue
+            if self.locks is not None and not self.locks.holds(plan.slide_id):   # existing features to redo
+                holder = self.locks.claim(plan.slide_id)
+                if holder is not None:
+                    self.on_result(i, _locked_result(sp, holder))
+                    continue
             self.plans[i] = plan
             g = plan.grid
             if plan.tile_spec is not None:
@@ -349,8 +373,9 @@ class _CohortStream:
 
         def submit_next() -> None:
             for i, sp in todo:
-                pending.append((i, sp, pool.submit(_prepare_in_child, i, sp, self.out_dir, self.config,
-                                                   self.out_size, name=Path(sp).name)))
+                pending.append((i, sp, self._claim(sp) or pool.submit(_prepare_in_child, i, sp, self.out_dir,
+                                                                      self.config, self.out_size,
+                                                                      name=Path(sp).name)))
                 return
 
         threads = prepare_threads()
@@ -483,6 +508,8 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     :class:`Cancelled` is raised.
     """
     paths = [Path(s) for s in slides] if isinstance(slides, (list, tuple)) else find_slides(slides)
+    cohort_ids = [slide_id(p) for p in paths]      # the whole cohort: another shard's files are not "outside" it
+    paths = shard_of(paths, config.shard)
     config.patch_params().validate()
     config.tissue_params()  # validate the preset before the first slide
     out_dir = ensure_dir(out_dir)
@@ -497,7 +524,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise DnDError(f"reader must be one of {', '.join(READERS)}, got {config.reader!r}")
     if config.compile not in ("auto", "on", "off"):
         raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
-    check_folder(fdir, run_settings(config, extractor), [slide_id(p) for p in paths], config.overwrite)  # early
+    check_folder(fdir, run_settings(config, extractor), cohort_ids, config.overwrite)  # early
     if config.compile != "off" and not extractor.compiled:
         if not extractor.enable_compile(config.batch_size) and config.compile == "on":
             why = ("int8 runs eagerly (use --precision fp32 to compile)" if extractor.precision == "int8" else
@@ -507,17 +534,20 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     raw_share = resolve_share(config.device_decode, device)
     # compares this run's settings with the folder's files and any run writing there, then writes extraction.json;
     # refuses (SettingsMismatch, nothing written) rather than mix settings in one folder
-    claim = claim_folder(fdir, run_settings(config, extractor), [slide_id(p) for p in paths], config.overwrite, {
-        "config": asdict(config), "extractor_dim": extractor.dim, "precision": extractor.precision,
+    claim = claim_folder(fdir, run_settings(config, extractor), cohort_ids, config.overwrite, {
+        "config": {k: v for k, v in asdict(config).items() if k not in _PER_PROCESS}, "extractor_dim": extractor.dim, "precision": extractor.precision,
         "compiled": extractor.compiled,
         "device": str(device), "weights_sha256": extractor.weights_sha256() or "", "dnd_version": __version__,
     })
+    # every slide is locked while this process works on it, so that other processes on this folder skip it
+    claim = _ClaimWithLocks(claim, SlideLocks(fdir / LOCKS_DIR, config.lock_timeout))
 
     results: dict[int, SlideResult] = {}
     n_slides = len(paths)
 
     def on_result(i: int, r: SlideResult) -> None:
         results[i] = r
+        claim.locks.release(r.slide_id)          # its outputs are written (or it failed): another may take it
         _write_summary(fdir, [results[k] for k in sorted(results)])
         progress(len(results), n_slides, f"{r.slide_id}: {r.status}")
 
@@ -529,7 +559,8 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     rounds: deque = deque([list(range(n_slides))])
     while rounds:
         rnd = rounds.popleft()
-        stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share, indices=rnd)
+        stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share, indices=rnd,
+                               locks=claim.locks)
         loader_it = None
         try:
             loader_it = iter(_loader(stream, config, device, workers))     # held: shut down after a reader dies
@@ -610,6 +641,28 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     return [results[k] for k in sorted(results)]
 
 
+#: ExtractConfig fields that describe one process, not the folder (left out of extraction.json)
+_PER_PROCESS = ("shard", "lock_timeout")
+
+
+class _ClaimWithLocks:
+    """The folder's :class:`~.settings.FolderClaim` and this process's slide locks, let go together: every way
+    out of :func:`extract_cohort` releases the claim."""
+
+    def __init__(self, claim, locks: SlideLocks):
+        self.claim, self.locks = claim, locks
+
+    def release(self, finished: bool = False) -> None:
+        try:
+            self.claim.release(finished)
+        finally:
+            self.locks.close()
+
+
+def _locked_result(path: Path, holder) -> SlideResult:
+    return SlideResult(slide_id(path), str(path), "locked", error=f"being extracted by {holder.describe()}")
+
+
 def reader_died(exc: BaseException) -> bool:
     """Whether ``exc`` is the DataLoader saying a patch reader process died (killed by a signal or exited)."""
     return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
@@ -658,12 +711,37 @@ def _signal_words(exc: BaseException) -> str:
     return "its process died"
 
 
+SUMMARY_COLUMNS = ["slide_id", "status", "n_patches", "seconds", "magnification_source", "error", "path", "reader",
+                   "reader_note", "process"]
+
+
+def _keeps(old: Optional[dict], new: SlideResult) -> bool:
+    """Whether a summary row already there (maybe another process's) stays instead of ``new``: a 'locked' row
+    never replaces one, and a slide that was done stays done when a later look only skipped (or cancelled) it."""
+    if old is None:
+        return False
+    return new.status == "locked" or (new.status in ("skipped", "cancelled") and old.get("status") == "done")
+
+
 def _write_summary(fdir: Path, results: list[SlideResult]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["slide_id", "status", "n_patches", "seconds", "magnification_source", "error", "path", "reader",
-                "reader_note"])
-    for r in results:
-        w.writerow([r.slide_id, r.status, r.n_patches, f"{r.seconds:.2f}", r.info.get("magnification_source", ""),
-                    r.error, r.path, r.reader or r.info.get("reader", ""), r.info.get("reader_note", "")])
-    write_text_atomic(fdir / "extraction_summary.csv", buf.getvalue())
+    """``extraction_summary.csv``: one row per slide of the folder, merged (under the folder's mutex) with what
+    other processes, and earlier runs, wrote there; ``process`` says which process (pid@host) wrote a row."""
+    me = f"{os.getpid()}@{HOSTNAME}"
+    path = fdir / "extraction_summary.csv"
+    with locked_file(fdir / LOCK_FILE):
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = {row["slide_id"]: row for row in csv.DictReader(f) if row.get("slide_id")}
+        except (OSError, csv.Error, UnicodeDecodeError):
+            rows = {}
+        for r in results:
+            if _keeps(rows.get(r.slide_id), r):
+                continue
+            rows[r.slide_id] = dict(zip(SUMMARY_COLUMNS, [
+                r.slide_id, r.status, r.n_patches, f"{r.seconds:.2f}", r.info.get("magnification_source", ""),
+                r.error, r.path, r.reader or r.info.get("reader", ""), r.info.get("reader_note", ""), me]))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, SUMMARY_COLUMNS, restval="", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows.values())
+        write_text_atomic(path, buf.getvalue())
