@@ -191,14 +191,15 @@ class SlideLocks:
         aside = temp_path(path.with_name(f"{path.stem}-lock"))
         try:
             os.replace(path, aside)
+            moved = _read_holder(aside)
+            if moved is not None and moved.token != judged.token:  # a fresh lock, not the stale one: restore it
+                with contextlib.suppress(OSError):
+                    os.link(aside, path)
         except FileNotFoundError:
-            return                                              # another taker moved it first
-        moved = _read_holder(aside)
-        if moved is not None and moved.token != judged.token:  # a fresh lock, not the stale one: restore it
+            pass                                                    # another taker moved it first
+        finally:
             with contextlib.suppress(OSError):
-                os.link(aside, path)
-        with contextlib.suppress(OSError):
-            os.unlink(aside)
+                os.unlink(aside)
 
     def release(self, slide: str) -> None:
         """Remove ``slide``'s lock if this process holds it (a lock taken over meanwhile is left to its taker)."""

@@ -479,7 +479,7 @@ def extract_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, con
     """The whole chain for one slide. Raises :class:`DnDError` on bad input; writes nothing partial."""
     r = extract_cohort([Path(slide_path)], out_dir, config, slide_progress=progress, cancelled=cancelled,
                        extractor=extractor)[0]
-    if r.status == "failed":
+    if r.status in ("failed", "locked"):     # locked: another process is extracting it now
         raise DnDError(r.error)
     return r
 
