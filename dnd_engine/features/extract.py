@@ -505,7 +505,8 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     ``progress`` ticks once per finished slide; ``slide_progress`` reports patches within a slide. A caller
     that already holds a built ``extractor`` (the app, benchmarks) passes it; else it is built from ``config``.
     On cancellation the slides in flight are dropped (no partial file), finished ones are kept, and
-    :class:`Cancelled` is raised.
+    :class:`Cancelled` is raised. Other processes may extract into the same folder: a slide one of them is
+    working on comes back 'locked' (see :mod:`.claims`); ``config.shard`` takes one part of the cohort.
     """
     paths = [Path(s) for s in slides] if isinstance(slides, (list, tuple)) else find_slides(slides)
     cohort_ids = [slide_id(p) for p in paths]      # the whole cohort: another shard's files are not "outside" it
