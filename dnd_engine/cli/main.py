@@ -272,7 +272,8 @@ def cmd_extract(args) -> int:
     n_locked = sum(r.status == "locked" for r in results)      # other processes on this folder have them
     n_patches = sum(r.n_patches for r in results if r.status == "done")
     print(f"{n_ok}/{len(results)} slides ok" + (f", {n_locked} being extracted by other processes" if n_locked else "")
-          + f", {n_patches} patches extracted in {dt:.1f} s" + (f" ({n_patches / dt:.1f} patches/s)" if n_patches else ""))
+          + f", {n_patches} patches extracted in {dt:.1f} s"
+          + (f" ({n_patches / dt:.1f} patches/s)" if n_patches else ""))
     print(f"features: {feature_dir_for(args.out, args.extractor)}")
     if n_ok + n_locked == len(results):
         return 0
