@@ -79,6 +79,14 @@ def test_a_dead_processs_lock_on_this_host_is_taken_over(tmp_path):
         assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
+def test_a_takers_marker_left_by_a_dead_taker_does_not_block_the_slide(tmp_path):
+    stale = _write_lock(tmp_path / "locks" / "s.lock", HOSTNAME, _dead_pid())
+    _write_lock(tmp_path / "locks" / f"s-takeover-{stale.token}", HOSTNAME, _dead_pid())
+    with SlideLocks(tmp_path / "locks") as locks:
+        assert locks.claim("s") is None
+    assert os.listdir(tmp_path / "locks") == []
+
+
 def test_another_hosts_lock_is_taken_over_only_when_older_than_the_timeout(tmp_path):
     fresh = tmp_path / "locks" / "fresh.lock"
     old = tmp_path / "locks" / "old.lock"

@@ -14,10 +14,12 @@ A process killed mid-slide leaves its lock behind; the lock is taken over when i
 - it is older than the timeout (any host: the holder refreshes the file's modification time every
   :data:`HEARTBEAT_SECONDS` while it works, so only a dead, hung or unreachable holder's lock ages).
 
-Two processes may judge one lock stale at once; only one may take it: each first renames the lock to a name of
-its own (only one rename of a given file succeeds), checks that what it moved is the lock it judged (else it
-puts it back), removes it and creates its own lock (again exclusive, so a newcomer racing in wins or loses
-cleanly).
+Two processes may judge one lock stale at once; only one may remove it: each first creates a marker named after
+the stale lock's token (``<slide>-takeover-<token>``, exclusive like the lock), and only the one that made it
+removes the lock — if it still is the stale one — then drops the marker. Removing the lock and creating a new one
+are two steps, but creating is exclusive, so whoever comes first (a taker or a newcomer) holds the slide and the
+others see a live lock. (Moving the stale lock aside first is not enough: a taker that moves a fresh lock by
+mistake leaves the name free while it puts it back.)
 
 ``--shard I/N`` (job arrays: ``--shard ${SLURM_ARRAY_TASK_ID}/N``) keeps the slides whose position in the cohort
 sorted by slide id is I-1 modulo N: the same split on every machine that sees the same slide files; the locks
@@ -141,7 +143,7 @@ class SlideLocks:
         if slide in self.held:
             return None
         path = self.path(slide)
-        for _ in range(8):           # each turn ends in a win, a live holder, or a change to look at again
+        for turn in range(200):      # each turn ends in a win, a live holder, or a change to look at again
             mine = Holder(HOSTNAME, os.getpid(), time.time(), uuid.uuid4().hex)
             if self._create(path, mine):
                 with self._mutex:
@@ -153,9 +155,11 @@ class SlideLocks:
                 continue                                        # released meanwhile: try again
             if not is_stale(other, age, self.timeout):
                 return other
-            log.warning("%s: taking over a stale lock of %s (%s)", slide, other.describe(),
-                        "its process is gone" if age <= self.timeout else f"not refreshed for {age:.0f} s")
-            self._remove_if(path, other)
+            if self._remove_if(path, other):
+                log.warning("%s: took over a stale lock of %s (%s)", slide, other.describe(),
+                            "its process is gone" if age <= self.timeout else f"not refreshed for {age:.0f} s")
+            else:
+                time.sleep(0.01)                                # another taker is removing it: look again
         return _read_holder(path) or Holder("?", 0, 0.0, "")
 
     def _create(self, path: Path, mine: Holder) -> bool:
@@ -185,21 +189,25 @@ class SlideLocks:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
-    def _remove_if(self, path: Path, judged: Holder) -> None:
-        """Remove ``path`` if it still is the lock of ``judged``: moved aside first (one mover wins), then
-        checked; a lock that changed meanwhile is put back."""
-        aside = temp_path(path.with_name(f"{path.stem}-lock"))
-        try:
-            os.replace(path, aside)
-            moved = _read_holder(aside)
-            if moved is not None and moved.token != judged.token:  # a fresh lock, not the stale one: restore it
+    def _remove_if(self, path: Path, judged: Holder) -> bool:
+        """Remove ``path`` if it still is the stale lock of ``judged``, as the one taker holding its marker; False
+        when another taker holds the marker (a marker whose taker died meanwhile is removed for the next turn)."""
+        marker = path.with_name(f"{path.stem}-takeover-{judged.token or 'unreadable'}")
+        if not self._create(marker, Holder(HOSTNAME, os.getpid(), time.time(), uuid.uuid4().hex)):
+            other, age = _read_holder(marker), _age(marker)
+            if other is not None and age is not None and is_stale(other, age, self.timeout):
                 with contextlib.suppress(OSError):
-                    os.link(aside, path)
-        except FileNotFoundError:
-            pass                                                    # another taker moved it first
+                    marker.unlink()
+            return False
+        try:
+            now = _read_holder(path)
+            if now is not None and now.token == judged.token:    # nobody but us may remove this one now
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return True
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(aside)
+                marker.unlink()
 
     def release(self, slide: str) -> None:
         """Remove ``slide``'s lock if this process holds it (a lock taken over meanwhile is left to its taker)."""
