@@ -162,7 +162,7 @@ def predict_slides(model: str | Path | LoadedModel, slides: Sequence[str | Path]
         try:
             check_slide(card, sp, slide_overrides, base_magnification, mp_context=cfg.mp_context)
             r = _extract_one(sp, out, cfg, enc, slide_progress, cancelled, say)
-            if r.status == "failed":
+            if r.status in ("failed", "locked"):        # locked: another process is extracting it now
                 raise DnDError(r.error)
             written: List[Path] = []
             try:

@@ -77,6 +77,13 @@ def _add_extract(sub) -> None:
                         "the one running here; local = a private Ray instance on this machine; HOST:PORT = that "
                         "cluster's head. Slides and --out must be on a folder every node sees")
     p.add_argument("--overwrite", action="store_true", help="recompute slides whose features already exist")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="take part I of N of the cohort (1-based; slides sorted by id, every N-th): for job arrays, "
+                        "e.g. --shard ${SLURM_ARRAY_TASK_ID}/8. Any number of processes may share one --out: each "
+                        "slide is locked while one works on it, and skipped by the others")
+    p.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a slide lock not refreshed for this long is taken over (its holder, on another machine, "
+                        "died); a lock of a dead process on this machine is taken over at once (default 600)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
 
@@ -138,6 +145,13 @@ def _check_extract_args(args) -> None:
         from ..features.ray_runner import check_address, import_ray
         args.ray = check_address(args.ray)
         import_ray()
+    _check_range("--lock-timeout", args.lock_timeout, 1, 7 * 24 * 3600, "seconds")
+    if args.shard is not None:
+        from ..features.claims import parse_shard
+        try:
+            parse_shard(args.shard)
+        except DnDError as exc:
+            raise DnDError(f"--{exc}") from None
 
 
 # --- commands ---------------------------------------------------------------------------------------------
@@ -201,7 +215,9 @@ def cmd_extract(args) -> int:
         batch_size=args.batch_size, num_workers=args.workers,
         device=args.device, precision=args.precision, compile=args.compile, reader=args.reader,
         device_decode=args.device_decode, devices=args.devices,
-        overwrite=args.overwrite, ray=args.ray)
+        overwrite=args.overwrite, ray=args.ray, shard=args.shard)
+    if args.lock_timeout is not None:
+        cfg.lock_timeout = args.lock_timeout
     try:
         cfg.patch_params().validate()
     except ValueError as exc:
@@ -227,11 +243,13 @@ def cmd_extract(args) -> int:
             note = f"[{r.info['device']} #{r.info['device_slot'] + 1}] {note}".rstrip()
         print(f"{r.slide_id:<{w}}  {r.status:<8} {r.n_patches:>8} {r.seconds:>8.1f}  {note}")
     n_ok = sum(r.status in ("done", "skipped") for r in results)
+    n_locked = sum(r.status == "locked" for r in results)      # other processes on this folder have them
     n_patches = sum(r.n_patches for r in results if r.status == "done")
-    print(f"{n_ok}/{len(results)} slides ok, {n_patches} patches extracted in {dt:.1f} s"
+    print(f"{n_ok}/{len(results)} slides ok" + (f", {n_locked} being extracted by other processes" if n_locked else "")
+          + f", {n_patches} patches extracted in {dt:.1f} s"
           + (f" ({n_patches / dt:.1f} patches/s)" if n_patches else ""))
     print(f"features: {feature_dir_for(args.out, args.extractor)}")
-    if n_ok == len(results):
+    if n_ok + n_locked == len(results):
         return 0
     return 3 if n_ok else 1
 

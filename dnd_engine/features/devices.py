@@ -216,8 +216,8 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
     n = len(paths)
     if len(devs) == 1 and build is None:
         from .extract import extract_cohort
-        return _tagged(extract_cohort(paths, out_dir, replace(config, device=devs[0], devices=None), progress,
-                                      slide_progress, cancelled), devs[0], 0)
+        one = replace(config, device=devs[0], devices=None, shard=None)   # paths are this shard's already
+        return _tagged(extract_cohort(paths, out_dir, one, progress, slide_progress, cancelled), devs[0], 0)
     method = config.mp_context if config.mp_context in ("spawn", "forkserver") else "spawn"
     ctx = get_context(method)
     # a spawned process defaults to spawn for its own children: its patch readers and preparation processes would
@@ -237,7 +237,7 @@ def extract_on_devices(paths: list[Path], out_dir, config, progress: ProgressFn 
 
     def start(slot: int) -> _Proc:
         threads, readers = process_share(devs[slot], len(devs), config.num_workers)
-        cfg = replace(config, device=devs[slot], devices=None, num_workers=readers, mp_context=inner)
+        cfg = replace(config, device=devs[slot], devices=None, shard=None, num_workers=readers, mp_context=inner)
         parent_end, child_end = ctx.Pipe(duplex=True)
         proc = ctx.Process(target=_device_main, name=f"dnd-device-{slot}",
                            args=(child_end, os.getpid(), paths, str(out_dir), cfg, threads, cancel_flag, build))

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -50,7 +51,8 @@ from ..slides.tiles import COMPRESSION_JPEG, RawBlock, TilesNotEligible, TileSpe
 from .device_decode import DeviceDecoder, resolve_share
 from .patch_dataset import PatchReader, PatchRequest, TileBand, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
-from .settings import check_folder, claim_folder, run_settings, same_slide_scale
+from .settings import LOCK_FILE, check_folder, claim_folder, run_settings, same_slide_scale
+from .claims import DEFAULT_LOCK_TIMEOUT, HOSTNAME, LOCKS_DIR, SlideLocks, locked_file, shard_of
 from .registry import Extractor, build_extractor
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,8 @@ class ExtractConfig:
     #                                             (ray_runner.py); None: on this machine
     devices: Optional[str] = None               # "cuda:0,cuda:1" / "cpu,cpu": one encoder process per device,
     #                                             sharing the cohort's slides (devices.py); None: ``device`` only
+    shard: Optional[str] = None                 # "I/N": this process takes part I of N of the cohort (see claims.py)
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds after which another host's unrefreshed slide lock is stale
 
     def patch_params(self) -> PatchParams:
         return PatchParams(magnification=self.magnification, patch_size=self.patch_size, overlap=self.overlap,
@@ -110,7 +114,7 @@ class ExtractConfig:
 class SlideResult:
     slide_id: str
     path: str
-    status: str                  # done | skipped | failed | cancelled
+    status: str                  # done | skipped | failed | cancelled | locked (another process has it: error says who)
     n_patches: int = 0
     seconds: float = 0.0
     error: str = ""
@@ -311,7 +315,8 @@ class _CohortStream:
     """
 
     def __init__(self, paths, out_dir, config, extractor, on_result, cancelled, raw_share: float = 0.0,
-                 indices: Optional[list] = None, take: Optional[Callable[[int], bool]] = None):
+                 indices: Optional[list] = None, take: Optional[Callable[[int], bool]] = None,
+                 locks: Optional[SlideLocks] = None):
         self.paths, self.out_dir, self.config, self.extractor = paths, out_dir, config, extractor
         self.indices = list(range(len(paths))) if indices is None else list(indices)   # the slides to stream
         self.take = take      # asked as the stream reaches a slide: whether this run does it (devices.py)
@@ -319,6 +324,21 @@ class _CohortStream:
         self.on_result, self.cancelled = on_result, cancelled
         self.plans: dict[int, _SlidePlan] = {}
         self.out_size = extractor.spec.input_size or config.patch_size
+        self.locks = locks
+
+    def _claim(self, sp: Path) -> Optional[Future]:
+        """Lock a slide before it is prepared: None to go on (this process holds its lock, or its features exist,
+        which its preparation confirms without a lock), else a finished future with its 'locked' result."""
+        sid = slide_id(sp)
+        if self.locks is None or (not self.config.overwrite and
+                                  _output_paths(self.out_dir, self.config.extractor, sid)["h5"].exists()):
+            return None
+        holder = self.locks.claim(sid)
+        if holder is None:
+            return None
+        done: Future = Future()
+        done.set_result(_locked_result(sp, holder))
+        return done
 
     def __iter__(self):
         batch: list[PatchRequest] = []
@@ -329,6 +349,11 @@ class _CohortStream:
             if isinstance(plan, SlideResult):
                 self.on_result(i, plan)
                 continue
+            if self.locks is not None and not self.locks.holds(plan.slide_id):   # existing features to redo
+                holder = self.locks.claim(plan.slide_id)
+                if holder is not None:
+                    self.on_result(i, _locked_result(sp, holder))
+                    continue
             self.plans[i] = plan
             g = plan.grid
             if plan.tile_spec is not None:
@@ -357,8 +382,9 @@ class _CohortStream:
             for i, sp in todo:
                 if self.take is not None and not self.take(i):
                     continue                            # another device's process does this slide
-                pending.append((i, sp, pool.submit(_prepare_in_child, i, sp, self.out_dir, self.config,
-                                                   self.out_size, name=Path(sp).name)))
+                pending.append((i, sp, self._claim(sp) or pool.submit(_prepare_in_child, i, sp, self.out_dir,
+                                                                      self.config, self.out_size,
+                                                                      name=Path(sp).name)))
                 return
 
         threads = prepare_threads()
@@ -462,7 +488,7 @@ def extract_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, con
     """The whole chain for one slide. Raises :class:`DnDError` on bad input; writes nothing partial."""
     r = extract_cohort([Path(slide_path)], out_dir, config, slide_progress=progress, cancelled=cancelled,
                        extractor=extractor)[0]
-    if r.status == "failed":
+    if r.status in ("failed", "locked"):     # locked: another process is extracting it now
         raise DnDError(r.error)
     return r
 
@@ -477,11 +503,14 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     ``progress`` ticks once per finished slide; ``slide_progress`` reports patches within a slide. A caller
     that already holds a built ``extractor`` (the app, benchmarks) passes it; else it is built from ``config``.
     On cancellation the slides in flight are dropped (no partial file), finished ones are kept, and
-    :class:`Cancelled` is raised. ``config.devices`` runs one such extraction per device (devices.py); each
-    is given ``take`` (asked, as its stream reaches slide i, whether it does that slide) and ``on_slide``
-    (each slide's result, as it comes).
+    :class:`Cancelled` is raised. Other processes may extract into the same folder: a slide one of them is
+    working on comes back 'locked' (see :mod:`.claims`); ``config.shard`` takes one part of the cohort.
+    ``config.devices`` runs one such extraction per device (devices.py); each is given ``take`` (asked, as its
+    stream reaches slide i, whether it does that slide) and ``on_slide`` (each slide's result, as it comes).
     """
     paths = [Path(s) for s in slides] if isinstance(slides, (list, tuple)) else find_slides(slides)
+    cohort_ids = [slide_id(p) for p in paths]      # the whole cohort: another shard's files are not "outside" it
+    paths = shard_of(paths, config.shard)
     config.patch_params().validate()
     config.tissue_params()  # validate the preset before the first slide
     if config.devices and config.ray:
@@ -503,7 +532,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise DnDError(f"reader must be one of {', '.join(READERS)}, got {config.reader!r}")
     if config.compile not in ("auto", "on", "off"):
         raise DnDError(f"compile must be auto, on or off, got {config.compile!r}")
-    check_folder(fdir, run_settings(config, extractor), [slide_id(p) for p in paths], config.overwrite)  # early
+    check_folder(fdir, run_settings(config, extractor), cohort_ids, config.overwrite)  # early
     if config.compile != "off" and not extractor.compiled:
         if not extractor.enable_compile(config.batch_size) and config.compile == "on":
             why = ("int8 runs eagerly (use --precision fp32 to compile)" if extractor.precision == "int8" else
@@ -513,11 +542,14 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     raw_share = resolve_share(config.device_decode, device)
     # compares this run's settings with the folder's files and any run writing there, then writes extraction.json;
     # refuses (SettingsMismatch, nothing written) rather than mix settings in one folder
-    claim = claim_folder(fdir, run_settings(config, extractor), [slide_id(p) for p in paths], config.overwrite, {
-        "config": asdict(config), "extractor_dim": extractor.dim, "precision": extractor.precision,
+    claim = claim_folder(fdir, run_settings(config, extractor), cohort_ids, config.overwrite, {
+        "config": {k: v for k, v in asdict(config).items() if k not in _PER_PROCESS},
+        "extractor_dim": extractor.dim, "precision": extractor.precision,
         "compiled": extractor.compiled,
         "device": str(device), "weights_sha256": extractor.weights_sha256() or "", "dnd_version": __version__,
     })
+    # every slide is locked while this process works on it, so that other processes on this folder skip it
+    claim = _ClaimWithLocks(claim, SlideLocks(fdir / LOCKS_DIR, config.lock_timeout))
 
     if config.ray:      # the same plan, settings and files, with the work spread over a Ray cluster
         from .ray_runner import extract_on_ray
@@ -527,6 +559,8 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
 
     def on_result(i: int, r: SlideResult) -> None:
         results[i] = r
+        claim.locks.release(r.slide_id)          # its outputs are written (or it failed): another may take it
+        trim_heap()
         _write_summary(fdir, [results[k] for k in sorted(results)])
         if on_slide is not None:
             on_slide(i, r)
@@ -541,7 +575,7 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     while rounds:
         rnd = rounds.popleft()
         stream = _CohortStream(paths, out_dir, config, extractor, on_result, cancelled, raw_share, indices=rnd,
-                               take=take)
+                               take=take, locks=claim.locks)
         loader_it = None
         try:
             loader_it = iter(_loader(stream, config, device, workers))     # held: shut down after a reader dies
@@ -622,6 +656,47 @@ def extract_cohort(slides: str | os.PathLike | list, out_dir: str | os.PathLike,
     return [results[k] for k in sorted(results)]
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):    # not glibc (macOS, Windows, musl): nothing to do
+        return None
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system after a slide. Each batch allocates and frees hundreds
+    of MB (patches, the encoder's intermediates) in pieces of many sizes; glibc keeps what fragments, and without
+    this the resident size between batches crept up by ~100 MB over the first few dozen slides (measured with
+    benchmarks/extract_memory.py); with it, it stays at its first slide's level. A few milliseconds."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+#: ExtractConfig fields that describe one process, not the folder (left out of extraction.json)
+_PER_PROCESS = ("shard", "lock_timeout")
+
+
+class _ClaimWithLocks:
+    """The folder's :class:`~.settings.FolderClaim` and this process's slide locks, let go together: every way
+    out of :func:`extract_cohort` releases the claim."""
+
+    def __init__(self, claim, locks: SlideLocks):
+        self.claim, self.locks = claim, locks
+
+    def release(self, finished: bool = False) -> None:
+        try:
+            self.claim.release(finished)
+        finally:
+            self.locks.close()
+
+
+def _locked_result(path: Path, holder) -> SlideResult:
+    return SlideResult(slide_id(path), str(path), "locked", error=f"being extracted by {holder.describe()}")
+
+
 def reader_died(exc: BaseException) -> bool:
     """Whether ``exc`` is the DataLoader saying a patch reader process died (killed by a signal or exited)."""
     return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
@@ -670,12 +745,37 @@ def _signal_words(exc: BaseException) -> str:
     return "its process died"
 
 
+SUMMARY_COLUMNS = ["slide_id", "status", "n_patches", "seconds", "magnification_source", "error", "path", "reader",
+                   "reader_note", "process"]
+
+
+def _keeps(old: Optional[dict], new: SlideResult) -> bool:
+    """Whether a summary row already there (maybe another process's) stays instead of ``new``: a 'locked' row
+    never replaces one, and a slide that was done stays done when a later look only skipped (or cancelled) it."""
+    if old is None:
+        return False
+    return new.status == "locked" or (new.status in ("skipped", "cancelled") and old.get("status") == "done")
+
+
 def _write_summary(fdir: Path, results: list[SlideResult]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["slide_id", "status", "n_patches", "seconds", "magnification_source", "error", "path", "reader",
-                "reader_note"])
-    for r in results:
-        w.writerow([r.slide_id, r.status, r.n_patches, f"{r.seconds:.2f}", r.info.get("magnification_source", ""),
-                    r.error, r.path, r.reader or r.info.get("reader", ""), r.info.get("reader_note", "")])
-    write_text_atomic(fdir / "extraction_summary.csv", buf.getvalue())
+    """``extraction_summary.csv``: one row per slide of the folder, merged (under the folder's mutex) with what
+    other processes, and earlier runs, wrote there; ``process`` says which process (pid@host) wrote a row."""
+    me = f"{os.getpid()}@{HOSTNAME}"
+    path = fdir / "extraction_summary.csv"
+    with locked_file(fdir / LOCK_FILE):
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = {row["slide_id"]: row for row in csv.DictReader(f) if row.get("slide_id")}
+        except (OSError, csv.Error, UnicodeDecodeError):
+            rows = {}
+        for r in results:
+            if _keeps(rows.get(r.slide_id), r):
+                continue
+            rows[r.slide_id] = dict(zip(SUMMARY_COLUMNS, [
+                r.slide_id, r.status, r.n_patches, f"{r.seconds:.2f}", r.info.get("magnification_source", ""),
+                r.error, r.path, r.reader or r.info.get("reader", ""), r.info.get("reader_note", ""), me]))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, SUMMARY_COLUMNS, restval="", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows.values())
+        write_text_atomic(path, buf.getvalue())

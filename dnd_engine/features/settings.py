@@ -16,7 +16,7 @@ Files written before these attributes existed are compared on what they record (
 magnification, patch size); what they do not record is assumed equal, with a note in the log.
 
 Two runs at once on one folder: ``extraction.json`` is the folder's claim, compared and written under an
-exclusive lock (``.extraction.lock``); a running extraction holds a shared lock on ``.extraction.active``, so a
+exclusive lock (``.extraction.mutex``: a name without ``.lock``, since the file stays); a running extraction holds a shared lock on ``.extraction.active``, so a
 second run with other settings finds the folder busy and is refused, and one with the same settings goes on. The
 app and ``dnd predict``, which choose no folder themselves, extract into a sibling folder named after the
 settings instead (:func:`settings_folder`). Locks are POSIX ``flock``; where there is none (Windows) the files
@@ -53,7 +53,7 @@ PRESET_THRESHOLD = -1
 _COORDS_FALLBACK = {"magnification": "target_magnification", "patch_size": "target_patch_size"}
 
 EXTRACTION_JSON = "extraction.json"
-LOCK_FILE = ".extraction.lock"
+LOCK_FILE = ".extraction.mutex"
 ACTIVE_FILE = ".extraction.active"
 
 
