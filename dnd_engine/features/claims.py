@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
-from ..atomic import _HOST, ensure_dir, remove_stale_temps, temp_path
+from ..atomic import ensure_dir, remove_stale_temps, temp_path
 from ..errors import DnDError
 from ..lifeline import pid_alive
 
