@@ -170,3 +170,32 @@ def test_clam_loop_runs_every_patch_once(cmu_slide, tmp_path):
     n = bench.clam_run([cmu_slide], str(tmp_path), cfg, ext)
     feats = torch.load(next(tmp_path.glob("clam_*.pt")), weights_only=True)
     assert n == len(feats) > 0 and feats.shape[1] == ext.dim and torch.isfinite(feats).all()
+
+
+def _read_in_child(spec, coords, conn) -> None:
+    with TileReader(spec) as reader:
+        conn.send(len(list(reader.read_patches(coords))))
+
+
+def test_a_process_forked_after_torch_ran_threads_still_resizes(cmu_slide):
+    """Slide preparation runs in children forked from a process whose encoder ran torch's thread pool; the
+    plan's check read resizes there. A parallel region in such a child waits for threads it does not have."""
+    import multiprocessing as mp
+    grid, spec = _grid_and_spec(cmu_slide, 224)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.zeros((64, 3, 256, 256), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)   # threads started
+        ctx = mp.get_context("fork")
+        here, there = ctx.Pipe()
+        child = ctx.Process(target=_read_in_child, args=(spec, grid.coords[:8], there))
+        child.start()
+        done = here.poll(300)           # a hang detector, not a speed bound: the read takes well under a second
+        got = here.recv() if done else None
+        if child.is_alive():
+            child.kill()
+        child.join()
+    finally:
+        torch.set_num_threads(threads)
+    assert got == 8, "the forked child hung in the resize"

@@ -681,13 +681,24 @@ def _resize_chunk(regions: np.ndarray, out: np.ndarray) -> None:
     weights) on channels-last images without PIL's per-image conversions to and from 4-byte pixels: ≈ 3× faster
     per patch here, and the one largest cost of the read stage after decoding. It differs from PIL by 1–2 on
     about 0.1 % of pixels (rounding), far inside :data:`MAX_MEAN_ABS_DIFF`.
+
+    It runs on one thread: reading workers have one anyway, and a process forked from one that ran torch's
+    thread pool (the slide-preparation children, whose check read comes here) hangs in its first parallel
+    region, waiting for pool threads that were not forked with it.
     """
     import torch
     import torch.nn.functional as F
     o = out.shape[1]
-    x = torch.from_numpy(regions).permute(0, 3, 1, 2)             # NHWC memory, seen as channels-last NCHW
-    y = F.interpolate(x, size=(o, o), mode="bilinear", antialias=True, align_corners=False)
-    torch.from_numpy(out).permute(0, 3, 1, 2).copy_(y)
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        x = torch.from_numpy(regions).permute(0, 3, 1, 2)         # NHWC memory, seen as channels-last NCHW
+        y = F.interpolate(x, size=(o, o), mode="bilinear", antialias=True, align_corners=False)
+        torch.from_numpy(out).permute(0, 3, 1, 2).copy_(y)
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 def _shift_bilinear(region: np.ndarray, fx: float, fy: float, size: int) -> np.ndarray:
