@@ -19,7 +19,8 @@ On CUDA, (a) is CLAM's own loop (``extract_features_fp.py``): a dataset reading 
 and turning it into a normalised fp32 tensor in the worker, a DataLoader with 8 workers and pinned memory,
 batch 256, fp32 eager. On a CPU CLAM uses no workers, and (a) is the single-process loop above.
 
-``--read-bound`` runs only (c) with the tile reader and (d), interleaved, ``--repeats`` times (default 5), and
+``--read-bound`` runs only (c) with the tile reader and (d), each over all slides at once (one DataLoader, one
+pool: readers live across slides as in a cohort), interleaved, ``--repeats`` times (default 5), and
 ends with ``read stage / decode bound: R``: R is the median over the runs of (c)'s rate over (d)'s, all slides.
 
 All paths see the same coordinates (the grid ``dnd extract`` made) on the same slides: the bundled real slide,
@@ -334,55 +335,71 @@ def measure_slide(sp: Path, tmp: Path, cfg: ExtractConfig, extractor: Extractor,
     return t
 
 
+def read_cohort(plans: list, cfg: ExtractConfig, workers: int) -> int:
+    """(c) over several slides in one DataLoader, as ``dnd extract`` reads a cohort (its readers live across
+    slides): every slide's tile bands in one stream. Returns the patch count."""
+    units = [u for j, plan in enumerate(plans) for u in tile_bands(j, plan.grid, plan.tile_spec, cfg.batch_size)]
+    kw = dict(prefetch_factor=4) if workers > 0 else {}
+    loader = DataLoader(PatchReader(), batch_sampler=units, num_workers=workers, collate_fn=collate_patches, **kw)
+    n = 0
+    for imgs, _, errors in loader:
+        bad = [e for e in errors if e]
+        if bad:
+            raise SystemExit(bad[0])
+        n += len(imgs)
+    return n
+
+
+def decode_cohort(plans: list, tiles: list, workers: int) -> int:
+    """(d) over the same slides in one pool: each slide's tiles in ``workers`` contiguous shares."""
+    if workers <= 0:
+        return sum(_decode_tiles(p.tile_spec, t) for p, t in zip(plans, tiles))
+    tasks = [(p.tile_spec, [t[i] for i in part]) for p, t in zip(plans, tiles)
+             for part in np.array_split(np.arange(len(t)), workers) if len(part)]
+    with multiprocessing.get_context().Pool(workers) as pool:
+        return sum(pool.starmap(_decode_tiles, tasks))
+
+
 def read_bound(slides: list[Path], args) -> None:
-    """``--read-bound``: (c) with the tile reader against (d), interleaved (the order alternating) on every slide
-    the tile reader takes, ``repeats`` times; the ratio per run, its spread, and their median last."""
+    """``--read-bound``: (c) with the tile reader against (d) over every slide the tile reader takes, each arm
+    one run over all of them (readers and decoders start once, as in a cohort), interleaved with the order
+    alternating, ``repeats`` times; the ratio per run, its spread, and their median last."""
     out_size = get_spec(args.extractor).input_size or 256
     cfg = ExtractConfig(extractor=args.extractor, base_magnification=args.base_magnification,
                         batch_size=args.batch_size, overwrite=True)
     workers = default_workers(args.device) if args.workers is None else args.workers
     repeats = max(1, args.repeats)
-    plans = []
+    plans, tiles = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for sp in slides:
             plan = _prepare_slide(0, sp, Path(tmp), cfg, out_size)
             if plan.tile_spec is None:
                 print(f"{sp.name}: left out, not read by the tile reader ({plan.info.get('reader_note', '')})")
                 continue
-            tiles = decode_bound_tiles(plan.tile_spec, plan.grid.coords)
-            read_only(plan, cfg, out_size, workers, tiles=True)        # warm-up: page cache, libraries
-            plans.append((plan, tiles))
+            plans.append(plan)
+            tiles.append(decode_bound_tiles(plan.tile_spec, plan.grid.coords))
         if not plans:
             raise SystemExit("no slide here is read by the tile reader")
-        tc = np.zeros((repeats, len(plans)))
-        td = np.zeros((repeats, len(plans)))
-
-        def run_c(r: int, j: int) -> None:
-            s = time.perf_counter()
-            assert read_only(plans[j][0], cfg, out_size, workers, tiles=True)[0] == len(plans[j][0].grid)
-            tc[r, j] = time.perf_counter() - s
-
-        def run_d(r: int, j: int) -> None:
-            s = time.perf_counter()
-            assert decode_bound(plans[j][0].tile_spec, plans[j][1], workers) == len(plans[j][1])
-            td[r, j] = time.perf_counter() - s
-
+        n, n_tiles = sum(len(p.grid) for p in plans), sum(len(t) for t in tiles)
+        read_cohort(plans, cfg, workers)                 # warm-up: page cache, libraries
+        tc, td = np.zeros(repeats), np.zeros(repeats)
         for r in range(repeats):
-            for j in range(len(plans)):
-                for arm in ((run_c, run_d) if r % 2 == 0 else (run_d, run_c)):
-                    arm(r, j)
-    n = np.array([len(p.grid) for p, _ in plans])
+            for arm in ("c", "d") if r % 2 == 0 else ("d", "c"):
+                s = time.perf_counter()
+                if arm == "c":
+                    assert read_cohort(plans, cfg, workers) == n
+                    tc[r] = time.perf_counter() - s
+                else:
+                    assert decode_cohort(plans, tiles, workers) == n_tiles
+                    td[r] = time.perf_counter() - s
     print(f"read stage (c) against its decode bound (d): {workers} processes each, output {out_size} px, "
-          f"{repeats} interleaved runs, best of each; {multiprocessing.cpu_count()} CPUs")
-    for j, (plan, tiles) in enumerate(plans):
-        bc, bd = tc[:, j].min(), td[:, j].min()
-        print(f"  {plan.path.name}: {n[j]} patches, {len(tiles)} tiles ({plan.tile_spec.describe()}): "
-              f"(c) {n[j] / bc:.0f} patches/s, (d) {len(tiles) / bd:.0f} tiles/s = {n[j] / bd:.0f} patches/s, "
-              f"(c)/(d) {bd / bc:.2f}")
-    per_run = td.sum(1) / tc.sum(1)
-    print(f"  all slides, {n.sum()} patches: (c) {n.sum() / tc.min(0).sum():.0f} patches/s, (d) "
-          f"{n.sum() / td.min(0).sum():.0f} patches/s (best of each: (c)/(d) "
-          f"{td.min(0).sum() / tc.min(0).sum():.2f}); (c)/(d) per run: "
+          f"{repeats} interleaved runs; {multiprocessing.cpu_count()} CPUs")
+    for plan, t in zip(plans, tiles):
+        print(f"  {plan.path.name}: {len(plan.grid)} patches, {len(t)} tiles ({plan.tile_spec.describe()})")
+    per_run = td / tc
+    print(f"  all slides, {n} patches from {n_tiles} tiles: (c) {n / tc.min():.0f} patches/s, (d) "
+          f"{n_tiles / td.min():.0f} tiles/s = {n / td.min():.0f} patches/s (best of each: (c)/(d) "
+          f"{td.min() / tc.min():.2f}); (c)/(d) per run: "
           f"{', '.join(f'{x:.2f}' for x in per_run)} (spread {per_run.min():.2f}-{per_run.max():.2f})")
     # the median of the runs' own ratios: both arms of a run see the same load, so a burst of other work on a
     # shared machine moves a run's ratio less than it moves a best-of-each ratio (one arm's quiet moment)
