@@ -10,7 +10,18 @@ slide allows it (each compressed tile decoded once, JPEG at the DCT scale neares
 apart). On a CPU without fast bf16 the default precision is int8, checked against fp32 as it runs (its one-off
 quantization is printed apart, like compiling). (c) Each stage of (b) alone: reading + decoding + resizing in the same workers without the encoder
 (with the tile reader, and with ``read_region`` for comparison), and the encoder alone on patches already in
-memory. Every rate is reported against (a), per slide and over all slides.
+memory. (d) The decode bound: the same tiles (c)'s tile reader needs, each decoded exactly once at the same DCT
+scale by the same number of processes, nothing else (no assembling, resizing or sending patches anywhere): what
+the read stage could reach if decoding were all it did. Every rate is reported against (a), per slide and over
+all slides.
+
+On CUDA, (a) is CLAM's own loop (``extract_features_fp.py``): a dataset reading each patch with ``read_region``
+and turning it into a normalised fp32 tensor in the worker, a DataLoader with 8 workers and pinned memory,
+batch 256, fp32 eager. On a CPU CLAM uses no workers, and (a) is the single-process loop above.
+
+``--read-bound`` runs only (c) with the tile reader and (d), each over all slides at once (one DataLoader, one
+pool: readers live across slides as in a cohort), interleaved, ``--repeats`` times (default 5), and
+ends with ``read stage / decode bound: R``: R is the median over the runs of (c)'s rate over (d)'s, all slides.
 
 All paths see the same coordinates (the grid ``dnd extract`` made) on the same slides: the bundled real slide,
 the TCGA sample from ../shared when present, and a large pyramidal TIFF written at run time from the bundled
@@ -25,12 +36,15 @@ is the ratio (b)/(a) over all slides, e.g. ``3.4x``.
 
 Usage: .venv/bin/python benchmarks/extract_throughput.py [--extractor resnet50_trunc] [--slides FILE ...]
        quick check: ... --extractor stain_stats --large-size 4096 --repeats 1
+       read stage against its decoder: ... --read-bound [--workers N]
+       on a GPU box: ... --device cuda --copies 12
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -41,7 +55,7 @@ import cv2
 import numpy as np
 import tifffile
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,8 +63,9 @@ sys.path.insert(0, str(ROOT))
 from dnd_engine.features import ExtractConfig, build_extractor, extract_cohort  # noqa: E402
 from dnd_engine.features.extract import _prepare_slide, default_workers, tile_bands  # noqa: E402
 from dnd_engine.features.patch_dataset import PatchReader, PatchRequest, collate_patches, resize_patch  # noqa: E402
-from dnd_engine.features.registry import Extractor  # noqa: E402
+from dnd_engine.features.registry import Extractor, get_spec  # noqa: E402
 from dnd_engine.slides import open_slide  # noqa: E402
+from dnd_engine.slides.tiles import TileReader, TileSpec  # noqa: E402
 from dnd_engine.synth import make_synthetic_cohort  # noqa: E402
 
 BUNDLED = ROOT / "resources" / "sample_slides" / "CMU-1-Small-Region.svs"
@@ -95,8 +110,73 @@ def write_large_pyramid(path: Path, source: Path, size: int, tile: int = 256, qu
 
 
 # --- (a) the CLAM-style loop ---------------------------------------------------------------------------------
+#: CLAM's extract_features_fp.py on CUDA: ``loader_kwargs = {'num_workers': 8, 'pin_memory': True}``, batch 256
+CLAM_WORKERS, CLAM_BATCH = 8, 256
+
+
+class ClamBag(Dataset):
+    """CLAM's ``Whole_Slide_Bag_FP``: patch ``i`` read with ``read_region`` and made a normalised fp32 CHW tensor
+    in the worker (its Resize, ToTensor and Normalize; the resize is the reference one). The slide is opened in
+    each process on first use."""
+
+    def __init__(self, path: Path, coords: np.ndarray, level: int, read_size: int, out_size: int,
+                 mean: torch.Tensor, std: torch.Tensor, normalize: bool = True):
+        self.path, self.coords = str(path), np.asarray(coords, dtype=np.int64)
+        self.level, self.read_size, self.out_size = int(level), int(read_size), int(out_size)
+        self.mean, self.std = mean.detach().cpu().reshape(3, 1, 1), std.detach().cpu().reshape(3, 1, 1)
+        self.normalize = normalize
+        self._slide, self._pid = None, None
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, i: int):
+        import os
+        if self._pid != os.getpid():
+            self._slide, self._pid = open_slide(self.path), os.getpid()
+        x, y = self.coords[i]
+        img = resize_patch(self._slide.read_region((int(x), int(y)), self.level, (self.read_size,) * 2),
+                           self.out_size)
+        t = torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)
+        if self.normalize:
+            t = (t - self.mean) / self.std
+        return t, torch.from_numpy(self.coords[i])
+
+
+def clam_loader(dataset: Dataset, device) -> DataLoader:
+    """CLAM's DataLoader: batch 256; on CUDA 8 workers and pinned memory, on a CPU none (its own settings)."""
+    kw = dict(num_workers=CLAM_WORKERS, pin_memory=True) if torch.device(device).type == "cuda" else {}
+    return DataLoader(dataset, batch_size=CLAM_BATCH, **kw)
+
+
+def clam_net(extractor: Extractor) -> torch.nn.Module:
+    """The encoder as CLAM runs it: a plain fp32 eager copy, contiguous memory format, on the same device."""
+    return copy.deepcopy(extractor.net).float().to(memory_format=torch.contiguous_format).eval()
+
+
+def clam_run(slides: list[Path], out_dir: str, cfg: ExtractConfig, extractor: Extractor) -> int:
+    """(a) on CUDA: the same preparation, then CLAM's own loop (one DataLoader per slide, as CLAM makes)."""
+    net, device = clam_net(extractor), extractor.device
+    n = 0
+    for i, sp in enumerate(slides):
+        plan = _prepare_slide(i, sp, Path(out_dir), cfg, extractor)
+        g = plan.grid
+        ds = ClamBag(sp, g.coords, g.patch_level, g.read_size, extractor.spec.input_size or g.patch_size,
+                     extractor.mean, extractor.std, extractor.spec.normalize)
+        feats = []
+        for imgs, _ in clam_loader(ds, device):
+            with torch.inference_mode():
+                feats.append(net(imgs.to(device, non_blocking=True)).reshape(len(imgs), -1).cpu())
+            n += len(imgs)
+        torch.save(torch.cat(feats), Path(out_dir) / f"clam_{plan.slide_id}.pt")
+    return n
+
+
 def naive_run(slides: list[Path], out_dir: str, cfg: ExtractConfig, extractor: Extractor) -> int:
-    """The same preparation as ``dnd extract`` (tissue, grid, patch file, QC images), then the naive loop."""
+    """The same preparation as ``dnd extract`` (tissue, grid, patch file, QC images), then the naive loop; on
+    CUDA, CLAM's own DataLoader loop (:func:`clam_run`) instead."""
+    if extractor.device.type == "cuda":
+        return clam_run(slides, out_dir, cfg, extractor)
     net = copy.deepcopy(extractor.net).to(memory_format=torch.contiguous_format).eval()
     mean, std = extractor.mean, extractor.std
     n = 0
@@ -144,6 +224,31 @@ def read_only(plan, cfg: ExtractConfig, out_size: int, workers: int, tiles: bool
     return n, kept
 
 
+def _decode_tiles(spec: TileSpec, tiles: list) -> int:
+    with TileReader(spec) as reader:
+        for tx, ty in tiles:
+            reader.decode_tile(tx, ty)
+    return len(tiles)
+
+
+def decode_bound_tiles(spec: TileSpec, coords: np.ndarray) -> list:
+    """The tiles the tile reader needs for ``coords`` (each once, row-major): what (d) decodes."""
+    with TileReader(spec) as reader:
+        return reader.tiles_for(coords)
+
+
+def decode_bound(spec: TileSpec, tiles: list, workers: int) -> int:
+    """(d): ``tiles`` decoded once each at the spec's DCT scale by ``workers`` processes (0: this one), in
+    contiguous row-major shares, with the tile reader's own decoder, and nothing else. Returns the tile count.
+    The processes start here, as (c)'s DataLoader workers do."""
+    if workers <= 0:
+        return _decode_tiles(spec, tiles)
+    shares = [list(part) for part in np.array_split(np.arange(len(tiles)), workers)]
+    ctx = multiprocessing.get_context()              # the DataLoader's default context too
+    with ctx.Pool(workers) as pool:
+        return sum(pool.starmap(_decode_tiles, [(spec, [tiles[i] for i in part]) for part in shares]))
+
+
 def encode_only(extractor: Extractor, batches: list[torch.Tensor], batch_size: int) -> int:
     """The encoder alone (default precision, compiled when (b) is) on patches already in memory."""
     flat = torch.cat(batches) if batches else torch.empty(0)
@@ -189,7 +294,7 @@ class SlideTimes:
     n: int = 0
     reader: str = ""
     best: dict = field(default_factory=lambda: {k: float("inf") for k in ("a", "b", "read_tiles", "read_region",
-                                                                          "encode")})
+                                                                          "encode", "decode")})
 
     def rate(self, key: str) -> float:
         return self.n / self.best[key] if self.best[key] < float("inf") else float("nan")
@@ -206,6 +311,7 @@ def measure_slide(sp: Path, tmp: Path, cfg: ExtractConfig, extractor: Extractor,
     t.reader = f"{res.reader} ({res.info.get('reader_note', '')})"
     plan = _prepare_slide(0, sp, tmp, cfg, extractor)
     _, batches = read_only(plan, cfg, out_size, workers, tiles=plan.tile_spec is not None, keep=True)
+    tiles = decode_bound_tiles(plan.tile_spec, plan.grid.coords) if plan.tile_spec is not None else []
     for _ in range(repeats):          # interleaved, so drift hits every path alike
         s = time.perf_counter()
         extract_cohort([sp], tmp, cfg, extractor=extractor)
@@ -217,6 +323,9 @@ def measure_slide(sp: Path, tmp: Path, cfg: ExtractConfig, extractor: Extractor,
             s = time.perf_counter()
             assert read_only(plan, cfg, out_size, workers, tiles=True)[0] == t.n
             t.best["read_tiles"] = min(t.best["read_tiles"], time.perf_counter() - s)
+            s = time.perf_counter()
+            assert decode_bound(plan.tile_spec, tiles, workers) == len(tiles)
+            t.best["decode"] = min(t.best["decode"], time.perf_counter() - s)
         s = time.perf_counter()
         assert read_only(plan, cfg, out_size, workers, tiles=False)[0] == t.n
         t.best["read_region"] = min(t.best["read_region"], time.perf_counter() - s)
@@ -226,6 +335,77 @@ def measure_slide(sp: Path, tmp: Path, cfg: ExtractConfig, extractor: Extractor,
     return t
 
 
+def read_cohort(plans: list, cfg: ExtractConfig, workers: int) -> int:
+    """(c) over several slides in one DataLoader, as ``dnd extract`` reads a cohort (its readers live across
+    slides): every slide's tile bands in one stream. Returns the patch count."""
+    units = [u for j, plan in enumerate(plans) for u in tile_bands(j, plan.grid, plan.tile_spec, cfg.batch_size)]
+    kw = dict(prefetch_factor=4) if workers > 0 else {}
+    loader = DataLoader(PatchReader(), batch_sampler=units, num_workers=workers, collate_fn=collate_patches, **kw)
+    n = 0
+    for imgs, _, errors in loader:
+        bad = [e for e in errors if e]
+        if bad:
+            raise SystemExit(bad[0])
+        n += len(imgs)
+    return n
+
+
+def decode_cohort(plans: list, tiles: list, workers: int) -> int:
+    """(d) over the same slides in one pool: each slide's tiles in ``workers`` contiguous shares."""
+    if workers <= 0:
+        return sum(_decode_tiles(p.tile_spec, t) for p, t in zip(plans, tiles))
+    tasks = [(p.tile_spec, [t[i] for i in part]) for p, t in zip(plans, tiles)
+             for part in np.array_split(np.arange(len(t)), workers) if len(part)]
+    with multiprocessing.get_context().Pool(workers) as pool:
+        return sum(pool.starmap(_decode_tiles, tasks))
+
+
+def read_bound(slides: list[Path], args) -> None:
+    """``--read-bound``: (c) with the tile reader against (d) over every slide the tile reader takes, each arm
+    one run over all of them (readers and decoders start once, as in a cohort), interleaved with the order
+    alternating, ``repeats`` times; the ratio per run, its spread, and their median last."""
+    out_size = get_spec(args.extractor).input_size or 256
+    cfg = ExtractConfig(extractor=args.extractor, base_magnification=args.base_magnification,
+                        batch_size=args.batch_size, overwrite=True)
+    workers = default_workers(args.device) if args.workers is None else args.workers
+    repeats = max(1, args.repeats)
+    plans, tiles = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sp in slides:
+            plan = _prepare_slide(0, sp, Path(tmp), cfg, out_size)
+            if plan.tile_spec is None:
+                print(f"{sp.name}: left out, not read by the tile reader ({plan.info.get('reader_note', '')})")
+                continue
+            plans.append(plan)
+            tiles.append(decode_bound_tiles(plan.tile_spec, plan.grid.coords))
+        if not plans:
+            raise SystemExit("no slide here is read by the tile reader")
+        n, n_tiles = sum(len(p.grid) for p in plans), sum(len(t) for t in tiles)
+        read_cohort(plans, cfg, workers)                 # warm-up: page cache, libraries
+        tc, td = np.zeros(repeats), np.zeros(repeats)
+        for r in range(repeats):
+            for arm in ("c", "d") if r % 2 == 0 else ("d", "c"):
+                s = time.perf_counter()
+                if arm == "c":
+                    assert read_cohort(plans, cfg, workers) == n
+                    tc[r] = time.perf_counter() - s
+                else:
+                    assert decode_cohort(plans, tiles, workers) == n_tiles
+                    td[r] = time.perf_counter() - s
+    print(f"read stage (c) against its decode bound (d): {workers} processes each, output {out_size} px, "
+          f"{repeats} interleaved runs; {multiprocessing.cpu_count()} CPUs")
+    for plan, t in zip(plans, tiles):
+        print(f"  {plan.path.name}: {len(plan.grid)} patches, {len(t)} tiles ({plan.tile_spec.describe()})")
+    per_run = td / tc
+    print(f"  all slides, {n} patches from {n_tiles} tiles: (c) {n / tc.min():.0f} patches/s, (d) "
+          f"{n_tiles / td.min():.0f} tiles/s = {n / td.min():.0f} patches/s (best of each: (c)/(d) "
+          f"{td.min() / tc.min():.2f}); (c)/(d) per run: "
+          f"{', '.join(f'{x:.2f}' for x in per_run)} (spread {per_run.min():.2f}-{per_run.max():.2f})")
+    # the median of the runs' own ratios: both arms of a run see the same load, so a burst of other work on a
+    # shared machine moves a run's ratio less than it moves a best-of-each ratio (one arm's quiet moment)
+    print(f"read stage / decode bound: {float(np.median(per_run)):.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--extractor", default="resnet50_trunc")
@@ -233,10 +413,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--base-magnification", type=float, default=20.0,
                     help="assumed for slides without metadata (the TCGA sample has none)")
-    ap.add_argument("--repeats", type=int, default=1, help="best of N runs of every path (default 1: the whole "
-                    "default run fits in ten minutes on a 2-core CPU)")
+    ap.add_argument("--repeats", type=int, default=None, help="best of N runs of every path (default 1: the "
+                    "whole default run fits in ten minutes on a 2-core CPU; 5 with --read-bound)")
     ap.add_argument("--large-size", type=int, default=20480,
                     help="side of the pyramid written from the bundled slide's pixels (0: none)")
+    ap.add_argument("--read-bound", action="store_true",
+                    help="only (c) with the tile reader and (d), the decode bound; ends with their ratio")
     ap.add_argument("--copies", type=int, default=1,
                     help="the large slide appears this many times in the cohort run (symlinks): a cohort long "
                          "enough to show the steady rate, each slide prepared while the one before is read")
@@ -250,6 +432,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda: every path runs its model there")
     ap.add_argument("--precision", default="auto", help="dnd extract's precision (the CLAM-style loop is fp32)")
     args = ap.parse_args()
+    if args.repeats is None:
+        args.repeats = 5 if args.read_bound else 1
     tmp_slides = tempfile.TemporaryDirectory()
     slides = [p for p in (args.slides or DEFAULT_SLIDES) if p.exists()]
     big = None
@@ -266,6 +450,9 @@ def main() -> None:
             slides += [s.path for s in cohort.slides]
     if not slides:
         raise SystemExit("no benchmark slides found")
+    if args.read_bound:
+        read_bound(slides, args)
+        return
     torch.manual_seed(0)
     extractor = build_extractor(args.extractor, random_init=True, device=args.device, precision=args.precision)
     cfg = ExtractConfig(extractor=args.extractor, base_magnification=args.base_magnification,
@@ -299,11 +486,15 @@ def main() -> None:
         print(f"int8 went back to fp32: {extractor.int8_given_up}")
     print("(a) and (b) both do the same tissue segmentation, grid, patch file and QC images per slide; (c) is the "
           f"feature stage only. Best of {args.repeats}; patches/s and ratio to (a):")
-    rows = [("a", "(a) CLAM-style loop: read_region per patch in the main process, eager fp32"),
+    a_text = (f"(a) CLAM's loop: read_region per patch, {CLAM_WORKERS} workers, pinned, batch {CLAM_BATCH}, fp32"
+              if extractor.device.type == "cuda" else
+              "(a) CLAM-style loop: read_region per patch in the main process, eager fp32")
+    rows = [("a", a_text),
             ("b", f"(b) dnd extract defaults: tile reader where eligible, {extractor.precision}"),
             ("read_tiles", f"(c) read+decode+resize only, tile reader, {workers} workers"),
             ("read_region", f"(c) read+decode+resize only, read_region, {workers} workers"),
-            ("encode", f"(c) encode only, {extractor.precision}{', compiled' if extractor.compiled else ''}")]
+            ("encode", f"(c) encode only, {extractor.precision}{', compiled' if extractor.compiled else ''}"),
+            ("decode", f"(d) decode bound: (c)'s tiles decoded once each, {workers} processes")]
 
     def report(label: str, n: int, best: dict, b_text: str = "") -> None:
         print(f"  {label}: {n} patches")
@@ -320,10 +511,11 @@ def main() -> None:
     weight = [args.copies if (big is not None and t.path == big) else 1 for t in times]
     total = {k: sum(w * t.best[k] for w, t in zip(weight, times)) for k in ("a", "read_region", "encode")}
     total["b"] = cohort_best
-    if all(t.best["read_tiles"] < float("inf") for t in times):
-        total["read_tiles"] = sum(w * t.best["read_tiles"] for w, t in zip(weight, times))
-    else:
-        total["read_tiles"] = float("inf")
+    for key in ("read_tiles", "decode"):
+        if all(t.best[key] < float("inf") for t in times):
+            total[key] = sum(w * t.best[key] for w, t in zip(weight, times))
+        else:
+            total[key] = float("inf")
     n_total = sum(w * t.n for w, t in zip(weight, times))
     label = "all slides" + (f" ({big.name} {args.copies} times; (a) and (c) count each copy at its original's "
                             "time)" if big is not None and args.copies > 1 else "")

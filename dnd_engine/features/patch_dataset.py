@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from ..slides import open_slide
 from ..slides.resize import resize_patch  # noqa: F401  (re-exported: the reference resize)
@@ -118,11 +118,12 @@ class PatchReader(Dataset):
                 block = reader.raw_block(band.coords)
                 if block is not None:
                     return RawBand(block, reqs)
-            patches = list(reader.read_patches(band.coords))
+            imgs = _batch_buffer((len(reqs), out, out, 3))
+            reader.read_patches_into(band.coords, imgs.numpy())
         except Exception as exc:             # a corrupt tile: every patch of the band carries the error
             msg = _error_text(exc)
-            return [(np.zeros((out, out, 3), np.uint8), r, msg) for r in reqs]
-        return [(p, r, "") for p, r in zip(patches, reqs)]
+            return ReadBatch(torch.zeros((len(reqs), out, out, 3), dtype=torch.uint8), reqs, [msg] * len(reqs))
+        return ReadBatch(imgs, reqs, [""] * len(reqs))
 
     def __len__(self) -> int:  # the stream's length is not known up front; the sampler drives iteration
         raise TypeError("PatchReader is indexed by PatchRequest; iterate it through a sampler")
@@ -136,6 +137,29 @@ class PatchReader(Dataset):
             return np.zeros((req.out_size, req.out_size, 3), np.uint8), req, _error_text(exc)
 
 
+class ReadBatch(NamedTuple):
+    """A band's patches as one uint8 NHWC tensor, written in place by the tile reader (in a worker: straight
+    into shared memory, so handing it to the main process copies nothing), with its requests and errors."""
+    imgs: torch.Tensor
+    reqs: list
+    errors: list
+
+
+def _batch_buffer(shape: tuple) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in a DataLoader worker, allocated in shared memory.
+
+    Why: a worker's result travels to the main process as a shared-memory file; a tensor in ordinary memory is
+    copied into one when it is sent (a whole batch, every batch). Allocating it there first removes that copy.
+    """
+    n = int(np.prod(shape))
+    if get_worker_info() is not None:
+        try:
+            return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(n)).view(shape)
+        except (AttributeError, RuntimeError):      # a torch without it: the DataLoader copies, as before
+            pass
+    return torch.empty(shape, dtype=torch.uint8)
+
+
 class RawBand(NamedTuple):
     """A band's compressed tiles (:class:`RawBlock`), to be decoded by the main process on the device."""
     block: RawBlock
@@ -147,6 +171,8 @@ def collate_patches(items):
     patches (:mod:`dnd_engine.features.device_decode` turns it into patches)."""
     if isinstance(items, RawBand):
         return items.block, items.reqs, [""] * len(items.reqs)
+    if isinstance(items, ReadBatch):
+        return items.imgs, items.reqs, items.errors
     imgs = torch.from_numpy(np.stack([it[0] for it in items]))
     return imgs, [it[1] for it in items], [it[2] for it in items]
 
