@@ -6,7 +6,7 @@ which only the bag store and the dataset need.
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
 _WHERE = {
     "BagDataset": "dataset",
@@ -21,15 +21,4 @@ __all__ = ["BagDataset", "BagError", "LabelRow", "LabelRows", "LabelTable", "Lab
            "check_split", "find_bags", "load_bag", "read_label_rows", "read_labels", "read_split", "read_splits_dir",
            "split_from_column", "stratified_kfold", "write_split"]
 
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
