@@ -70,12 +70,17 @@ class ClassificationSession(QObject):
         return self.records.get(path) if path else None
 
     # --- the model ---------------------------------------------------------------------------------------
-    def choose_model(self) -> None:
+    def _choose_file(self, title: str, kind: str, filters: str) -> Optional[str]:
+        """A file from the open dialog, starting in (and remembering) the last folder used for ``kind``."""
         win = self.win
-        path, _ = QFileDialog.getOpenFileName(win, "Load Model", win.settings.last_dir("models"),
-                                              "D&D models (*.safetensors);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(win, title, win.settings.last_dir(kind), filters)
         if path:
-            win.settings.set_last_dir("models", path)
+            win.settings.set_last_dir(kind, path)
+        return path or None
+
+    def choose_model(self) -> None:
+        path = self._choose_file("Load Model", "models", "D&D models (*.safetensors);;All files (*)")
+        if path:
             self.load_model(path)
 
     def load_model(self, path) -> None:
@@ -111,11 +116,8 @@ class ClassificationSession(QObject):
         win.model_failed.emit(message)
 
     def choose_labels(self) -> None:
-        win = self.win
-        path, _ = QFileDialog.getOpenFileName(win, "Load Labels", win.settings.last_dir("labels"),
-                                              "CSV files (*.csv);;All files (*)")
+        path = self._choose_file("Load Labels", "labels", "CSV files (*.csv);;All files (*)")
         if path:
-            win.settings.set_last_dir("labels", path)
             self.load_labels(path)
 
     def load_labels(self, path: str) -> Optional[dict]:
