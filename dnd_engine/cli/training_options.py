@@ -5,6 +5,7 @@ checks argparse cannot make."""
 from __future__ import annotations
 
 import ast
+from ..text import first_line
 
 
 def add_dnd_options(p, *, for_train: bool) -> None:
@@ -119,7 +120,7 @@ def check_model_options(name: str, opts: dict, only_its_own: bool = False) -> No
         with torch.device("meta"):
             build_model(name, in_dim=8, n_classes=2, **opts)
     except (TypeError, ValueError) as exc:
-        raise DnDError(f"{cls.name}: {str(exc).splitlines()[0]}") from None
+        raise DnDError(f"{cls.name}: {first_line(exc, None)}") from None
 
 
 def check_train_args(args) -> None:

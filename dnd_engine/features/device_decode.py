@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import DnDError
 from ..slides.tiles import RawBlock, _decode_jpeg_cv2
+from ..text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class DeviceDecoder:
                 diff = float(np.abs(dev.astype(np.int16) - cpu.astype(np.int16)).mean()) if cpu is not None \
                     and dev.shape == cpu.shape else float("inf")
             except Exception as exc:            # the device decoder refuses this stream
-                diff, why = float("inf"), str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                diff, why = float("inf"), one_line(exc, 120)
             else:
                 why = f"mean abs diff {diff:.1f}"
             ok = diff <= MAX_DECODER_DIFF
@@ -130,7 +131,7 @@ class DeviceDecoder:
                 # last word (and names the fault if it fails too)
                 decoded = self._decode_tiles(present, False)
         except Exception as exc:
-            msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            msg = one_line(exc, 200)
             tx, ty = block.tile_origin
             raise DnDError(f"{block.name}: a tile of level {block.level} in the block from tile ({tx}, {ty}) is "
                            f"corrupt: {msg}") from None

@@ -38,6 +38,7 @@ from typing import Callable, Optional
 from ..atomic import ensure_dir
 from ..errors import Cancelled, DnDError
 from ..progress import CancelFn, ProgressFn, no_progress
+from ..text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _picklable_error(exc: BaseException):
         pickle.loads(pickle.dumps(exc))
         return ("error", exc)
     except Exception:
-        msg = str(exc).splitlines()[0][:300] if str(exc) else ""
+        msg = first_line(exc)
         return ("error", DnDError(msg if isinstance(exc, DnDError) else f"{type(exc).__name__}: {msg}"))
 
 

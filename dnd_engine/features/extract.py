@@ -42,7 +42,6 @@ from ..errors import Cancelled, DnDError
 from ..lifeline import reader_init
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
 from ..progress import CancelFn, ProgressFn, check_cancelled, no_progress
-from ..slides import is_slide_path
 from ..slides.overrides import open_with_override
 from ..slides.slide import slide_id
 from ..slides.find import find_slides  # noqa: F401  (moved; still importable from here)
@@ -54,6 +53,7 @@ from .writer import FeatureWriter, write_pt_from_h5
 from .settings import LOCK_FILE, check_folder, claim_folder, run_settings, same_slide_scale
 from .claims import DEFAULT_LOCK_TIMEOUT, HOSTNAME, LOCKS_DIR, SlideLocks, locked_file, shard_of
 from .registry import Extractor, build_extractor
+from ..text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -478,7 +478,7 @@ def _failed(path: Path, exc: BaseException) -> SlideResult:
     if isinstance(exc, DnDError):
         msg = str(exc)
     else:  # an unexpected reader/library error must not stop the cohort
-        msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        msg = one_line(exc, typed=True)
     return SlideResult(slide_id(path), str(path), "failed", error=msg)
 
 

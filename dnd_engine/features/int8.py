@@ -35,6 +35,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ..text import first_line
+
 log = logging.getLogger(__name__)
 
 MIN_COSINE = 0.999
@@ -152,7 +154,7 @@ class Int8Runner:
                 self._calibrate(cal)
             except Exception as exc:    # a network FX cannot trace, or a torch without these modules
                 self._give_up(f"the network could not be quantized: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
+                              f"{first_line(exc, 200)}")
                 return None
             ref = self.net(chk)
             if not self._check(self._qnet(chk), ref):

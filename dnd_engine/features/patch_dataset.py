@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, get_worker_info
 from ..slides import open_slide
 from ..slides.resize import resize_patch  # noqa: F401  (re-exported: the reference resize)
 from ..slides.tiles import RawBlock, TileReader, TileSpec
+from ..text import one_line
 
 
 class PatchRequest(NamedTuple):
@@ -49,8 +50,7 @@ class TileBand(NamedTuple):
 
 
 def _error_text(exc: BaseException) -> str:
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return msg[:300]
+    return one_line(exc)
 
 
 class _Handles:

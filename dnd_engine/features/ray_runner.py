@@ -34,6 +34,7 @@ from ..errors import Cancelled, DnDError
 from ..progress import CancelFn, ProgressFn
 from .patch_dataset import PatchReader, PatchRequest, collate_patches
 from .writer import FeatureWriter
+from ..text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ def connected(address: str):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return one_line(exc)
 
 
 # --- what runs on the cluster's workers ---------------------------------------------------------------------

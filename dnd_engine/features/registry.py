@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import DnDError
+from ..text import first_line
 from .int8 import Int8Runner, cpu_has_fast_bf16, int8_engine
 from .stain_stats import StainStats
 from .weights import (dnd_weights_dir, file_sha256, hf_hub_dir, load_state_dict, locate_weights,
@@ -181,7 +182,7 @@ class Extractor(nn.Module):
             try:
                 y = self._compiled(x)
             except Exception as exc:   # a broken toolchain must cost speed, never the extraction
-                log.warning("torch.compile failed (%s); continuing without it", str(exc).splitlines()[0][:200])
+                log.warning("torch.compile failed (%s); continuing without it", first_line(exc, 200))
                 self._compiled = None
                 return self.net(x)
             if first:

@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DnDError
+from ..text import one_line
 from .resize import resize_patch
 
 if TYPE_CHECKING:  # the grid module imports slides; keep this module import-light
@@ -139,8 +140,7 @@ class TileSpec:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return one_line(exc, 200)
 
 
 def _open_tiff(path: str):

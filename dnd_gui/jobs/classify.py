@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, Signal
 
 from dnd_engine.errors import DnDError
 from dnd_engine.heatmaps.style import MAX_MASK_SIDE
+from dnd_engine.text import first_line
 
 from ..resources import resources_dir
 from ..workers import LatestOnly
@@ -99,7 +100,7 @@ def _model_message(exc: BaseException) -> str:
     """The one line a failed load shows: the engine's message, or an unexpected library error named briefly."""
     if isinstance(exc, DnDError):
         return str(exc).strip()
-    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    detail = first_line(exc)
     return f"cannot load the model ({type(exc).__name__}{': ' + detail if detail else ''})"
 
 

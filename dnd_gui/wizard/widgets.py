@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QL
                                QWidget)
 
 from dnd_engine.features.registry import get_spec
+from dnd_engine.text import one_line
 
 PAGE_DATA, PAGE_PREPROCESS, PAGE_MODEL, PAGE_REVIEW = range(4)
 
@@ -72,8 +73,7 @@ def show_lines(label: QLabel, lines: List[str]) -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return one_line(exc, None)
 
 
 class PathEdit(QWidget):
