@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from ..bags import find_bags
 from ..bags.labels import LabelRow, LabelsError, LabelTable, read_label_rows
 from ..errors import DnDError
 from ..slides.find import find_slides
@@ -109,6 +108,7 @@ def check_data(*, slides: Optional[Union[PathLike, Sequence[PathLike]]] = None, 
     report = DataReport(kind=kind, folds=folds)
     if features is not None:
         try:
+            from ..bags.store import find_bags   # torch and h5py: loaded only when bags are looked at
             report.available = sorted(find_bags(Path(features).expanduser()))
         except DnDError as exc:
             report.folder_errors.append(str(exc))
