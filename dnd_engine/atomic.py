@@ -21,6 +21,11 @@ from typing import Iterator
 from .errors import OutputError
 from .lifeline import pid_alive
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, the files are written as they are
+    fcntl = None
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -119,3 +124,14 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(final: str | os.PathLike, obj) -> Path:
     return write_text_atomic(final, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def locked_file(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for a read-modify-write of a file several processes share (created if
+    missing and kept: unlinking a flock target lets a later process lock a new file while another still holds the
+    old one). Without ``flock`` (Windows) the block runs unlocked."""
+    with open(path, "a+") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import List
 
 import torch
@@ -32,3 +33,8 @@ def list_devices() -> List[str]:
     except Exception:   # a driver that fails to answer is "no GPU here", not a crash in a settings dialog
         n = 0
     return ["auto", "cpu"] + (["cuda"] if n == 1 else [f"cuda:{i}" for i in range(n)])
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: a job scheduler's share, not the whole box)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

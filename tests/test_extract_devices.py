@@ -223,11 +223,11 @@ def test_devices_and_ray_together_are_refused_by_the_cli_and_the_engine(tmp_path
 
 
 def test_cores_are_split_between_device_processes(monkeypatch):
-    monkeypatch.setattr(devices_mod, "_cores", lambda: 16)
+    monkeypatch.setattr(devices_mod, "usable_cores", lambda: 16)
     assert process_share("cpu", 2, None) == (8, 2)          # encoder threads, readers (≤ 4 readers on a CPU)
     assert process_share("cuda:0", 2, None) == (8, 8)       # a GPU's readers get the cores
     assert process_share("cpu", 4, 3) == (4, 3)             # --workers counts per process
-    monkeypatch.setattr(devices_mod, "_cores", lambda: 2)
+    monkeypatch.setattr(devices_mod, "usable_cores", lambda: 2)
     assert process_share("cpu", 2, None) == (1, 1)
 
 

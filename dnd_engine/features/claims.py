@@ -26,7 +26,7 @@ sorted by slide id is I-1 modulo N: the same split on every machine that sees th
 still guard against overlapping runs.
 
 Files of several processes: ``extraction_summary.csv`` is merged under the folder's mutex
-(:func:`locked_file`), never overwritten by one process's view.
+(:func:`~dnd_engine.atomic.locked_file`), never overwritten by one process's view.
 """
 
 from __future__ import annotations
@@ -42,16 +42,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from ..atomic import ensure_dir, remove_stale_temps, temp_path
 from ..errors import DnDError
 from ..lifeline import pid_alive
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -288,16 +283,5 @@ def shard_of(paths: Sequence[Path], shard: Optional[str]) -> list:
     return [p for k, p in enumerate(paths) if k in keep]
 
 
-# --- the folder's shared files -----------------------------------------------------------------------------
-@contextlib.contextmanager
-def locked_file(path: str | os.PathLike) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if missing, kept: unlinking a flock target lets a later
-    process lock a new file while another still holds the old one) for a read-modify-write of a shared file."""
-    with open(path, "a+") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "HEARTBEAT_SECONDS", "Holder", "LOCKS_DIR", "SlideLocks", "is_stale",
-           "locked_file", "parse_shard", "shard_of"]
+           "parse_shard", "shard_of"]

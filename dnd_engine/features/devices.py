@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..atomic import ensure_dir
+from ..device import usable_cores
 from ..errors import Cancelled, DnDError
 from ..progress import CancelFn, ProgressFn, no_progress
 from ..text import first_line
@@ -93,15 +94,11 @@ def parse_devices(text: Optional[str]) -> list[str]:
     return out
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def process_share(device: str, n: int, num_workers: Optional[int]) -> tuple[int, int]:
     """(encoder threads, patch readers) for one of ``n`` device processes: the machine's cores are split
     between them (on a CPU the encoder's threads compete with the readers, so each gets its share; on a GPU the
     readers need the cores). A ``num_workers`` the user gave counts per process."""
-    cores = _cores()
+    cores = usable_cores()
     threads = max(1, cores // n)
     if num_workers is not None:
         return threads, max(0, int(num_workers))

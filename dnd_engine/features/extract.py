@@ -35,9 +35,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .. import __version__
-from ..atomic import atomic_path, ensure_dir, remove_stale_temps, write_text_atomic
+from ..atomic import atomic_path, ensure_dir, locked_file, remove_stale_temps, write_text_atomic
 from ..child_pool import ChildPool
-from ..device import resolve_device
+from ..device import resolve_device, usable_cores
 from ..errors import Cancelled, DnDError
 from ..lifeline import reader_init
 from ..patching import PatchGrid, PatchParams, make_patch_grid, write_coords_h5
@@ -51,7 +51,7 @@ from .device_decode import DeviceDecoder, resolve_share
 from .patch_dataset import PatchReader, PatchRequest, TileBand, collate_patches
 from .writer import FeatureWriter, write_pt_from_h5
 from .settings import LOCK_FILE, check_folder, claim_folder, run_settings, same_slide_scale
-from .claims import DEFAULT_LOCK_TIMEOUT, HOSTNAME, LOCKS_DIR, SlideLocks, locked_file, shard_of
+from .claims import DEFAULT_LOCK_TIMEOUT, HOSTNAME, LOCKS_DIR, SlideLocks, shard_of
 from .registry import Extractor, build_extractor
 from ..text import one_line
 
@@ -128,13 +128,9 @@ def feature_dir_for(out_dir: str | os.PathLike, extractor: str) -> Path:
     return Path(out_dir) / f"features_{extractor}"
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def default_workers(device: torch.device | str = "cpu") -> int:
     """Reading processes: on a CPU the encoder shares the cores, so at most 4; a GPU needs every core reading."""
-    return max(1, min(16 if torch.device(device).type == "cuda" else 4, _cores()))
+    return max(1, min(16 if torch.device(device).type == "cuda" else 4, usable_cores()))
 
 
 def _output_paths(out_dir: Path, extractor: str, sid: str) -> dict:
@@ -274,7 +270,7 @@ def prepare_threads() -> int:
     crafted file kills that process, and fails that slide): one per four cores, at most four (most of the work is in C: reading the
     thumbnail, median blur, PNG/JPEG encoding). With small slides on a GPU the preparation, not the readers,
     bounds the rate: about 0.4 s per slide, as long as 900 patches take to read on 16 cores."""
-    return max(1, min(4, _cores() // 4))
+    return max(1, min(4, usable_cores() // 4))
 
 #: most patches in one tile-reader work unit: a worker decodes a block's tiles once (see patch_blocks); larger
 #: blocks re-decode fewer border tiles but hold more decoded patches in flight per worker.

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..device import usable_cores
 from ..errors import Cancelled, DnDError
 from ..progress import CancelFn, ProgressFn
 from .patch_dataset import PatchReader, PatchRequest, collate_patches
@@ -63,10 +64,6 @@ def import_ray():
     return ray
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 @contextmanager
 def connected(address: str):
     """Ray connected for one run: ``local`` starts a private instance on this machine (127.0.0.1 only, no
@@ -80,21 +77,17 @@ def connected(address: str):
               configure_logging=False)
     try:
         if address == "local":
-            ray.init(address="local", num_cpus=_cores(), _node_ip_address="127.0.0.1",
+            ray.init(address="local", num_cpus=usable_cores(), _node_ip_address="127.0.0.1",
                      object_store_memory=2 * 1024 ** 3, **kw)
         else:
             ray.init(address=os.environ.get("RAY_ADDRESS") or "auto" if address == "auto" else address, **kw)
     except Exception as exc:     # ConnectionError, a timeout, a version mismatch: one line, never a traceback
         where = "a local Ray instance" if address == "local" else f"the Ray cluster at {address}"
-        raise DnDError(f"cannot start or reach {where}: {_first_line(exc)}") from None
+        raise DnDError(f"cannot start or reach {where}: {one_line(exc)}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
-
-
-def _first_line(exc: BaseException) -> str:
-    return one_line(exc)
 
 
 # --- what runs on the cluster's workers ---------------------------------------------------------------------
@@ -161,8 +154,8 @@ def _task_error(ray, path: Path, exc: BaseException) -> str:
     if isinstance(cause, DnDError):
         return str(cause)
     if cause is not None:
-        return f"{type(cause).__name__}: {_first_line(cause)}"
-    return _first_line(exc)
+        return f"{type(cause).__name__}: {one_line(cause)}"
+    return one_line(exc)
 
 
 def extract_on_ray(paths: list, out_dir: Path, fdir: Path, config, extractor, claim,
@@ -277,7 +270,7 @@ def _run(ray, paths, out_dir, fdir, config, extractor, claim, progress, slide_pr
                     feats, reqs, errors = ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     if isinstance(exc, ray.exceptions.ActorDiedError):
-                        raise DnDError(f"a Ray encoder died: {_first_line(exc)}") from None
+                        raise DnDError(f"a Ray encoder died: {one_line(exc)}") from None
                     fail(i, SlideResult(plan.slide_id, str(plan.path), "failed",
                                         error=_task_error(ray, plan.path, exc)))
                     continue

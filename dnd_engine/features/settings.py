@@ -34,7 +34,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import h5py
 
-from ..atomic import write_text_atomic
+from ..atomic import locked_file, write_text_atomic
 from ..errors import DnDError
 
 try:
@@ -233,7 +233,7 @@ class FolderClaim:
             return
         try:
             if self.pending:
-                with _locked(self.fdir / LOCK_FILE):
+                with locked_file(self.fdir / LOCK_FILE):
                     diffs, recs, _ = _mismatched(self.fdir, self.wanted)
                     if finished:
                         for sid in [s for s in diffs if s in self.pending]:
@@ -247,14 +247,6 @@ class FolderClaim:
         finally:
             self._active.close()
             self._active = None
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "a+") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield fh
 
 
 def _write_claim(fdir: Path, wanted: dict, payload: dict, other: Dict[str, str]) -> None:
@@ -296,7 +288,7 @@ def claim_folder(fdir: Path, wanted: dict, slide_ids: Iterable[str], overwrite: 
     it is one of ``slide_ids``), or another run with other settings holds the folder."""
     fdir = Path(fdir)
     slide_ids = list(slide_ids)
-    with _locked(fdir / LOCK_FILE):
+    with locked_file(fdir / LOCK_FILE):
         active = open(fdir / ACTIVE_FILE, "a+")
         try:
             claimed = _claimed(fdir)

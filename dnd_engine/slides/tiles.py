@@ -139,10 +139,6 @@ class TileSpec:
         return f"{text} ({self.note})" if self.note else text
 
 
-def _one_line(exc: BaseException) -> str:
-    return one_line(exc, 200)
-
-
 def _open_tiff(path: str):
     import tifffile
     with warnings.catch_warnings():
@@ -244,7 +240,7 @@ def _plan(slide: "Slide", grid: "PatchGrid", out_size: int) -> TileSpec:
     try:
         tf = _open_tiff(str(slide.path))
     except Exception as exc:
-        raise TilesNotEligible(f"tifffile cannot parse it ({_one_line(exc)})") from None
+        raise TilesNotEligible(f"tifffile cannot parse it ({one_line(exc, 200)})") from None
     try:
         if getattr(tf, "is_ndpi", False):
             raise TilesNotEligible("NDPI layout")
@@ -272,7 +268,7 @@ def _plan(slide: "Slide", grid: "PatchGrid", out_size: int) -> TileSpec:
     except TilesNotEligible:
         raise
     except Exception as exc:  # a TIFF layout tifffile parses but this code did not foresee
-        raise TilesNotEligible(f"unexpected TIFF layout ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise TilesNotEligible(f"unexpected TIFF layout ({type(exc).__name__}: {one_line(exc, 200)})") from None
     finally:
         tf.close()
 
@@ -310,7 +306,7 @@ class TileReader:
         try:
             self._tf = _open_tiff(spec.path)
         except Exception as exc:
-            raise DnDError(f"{self.name}: cannot open for tile reading: {_one_line(exc)}") from None
+            raise DnDError(f"{self.name}: cannot open for tile reading: {one_line(exc, 200)}") from None
         try:
             page = _level_page(self._tf, spec.series, spec.series_level)
             got = (int(page.imagewidth), int(page.imagelength), int(page.tilewidth), int(page.tilelength),
@@ -371,7 +367,7 @@ class TileReader:
         except DnDError:
             raise
         except Exception as exc:  # PIL, imagecodecs and tifffile raise many types on corrupt data
-            raise self._tile_error(tx, ty, _one_line(exc)) from None
+            raise self._tile_error(tx, ty, one_line(exc, 200)) from None
         if arr is None or arr.dtype != np.uint8 or arr.shape != (th, tw, 3):
             got = "nothing" if arr is None else f"{arr.dtype} {arr.shape}"
             raise self._tile_error(tx, ty, f"decoded to {got}, expected uint8 {(th, tw, 3)}")

@@ -15,10 +15,11 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayo
 from dnd_engine.errors import DnDError
 from dnd_engine.features.registry import default_extractor, get_spec, list_extractors
 from dnd_engine.project import ExtractionPlan, Project, check_weights
+from dnd_engine.text import one_line
 
 from ..jobs.background import lower_this_thread
 from ..workers import LatestOnly
-from .widgets import GREEN, PAGE_MODEL, RED, PathEdit, first_line, form_row, note, tip
+from .widgets import GREEN, PAGE_MODEL, RED, PathEdit, form_row, note, tip
 
 
 def _check(extractor: str, weights: Optional[str]) -> str:
@@ -190,7 +191,7 @@ class PreprocessPage(QWizardPage):
         self._show_check(None)
         self._checker.submit(_check, key[0], key[1] or None,
                              on_done=lambda message: self._check_done(key, True, message),
-                             on_error=lambda exc: self._check_done(key, False, first_line(exc)))
+                             on_error=lambda exc: self._check_done(key, False, one_line(exc, None)))
 
     def _check_done(self, key: Tuple[str, str], ok: bool, message: str) -> None:
         self._checked[key] = (ok, message)

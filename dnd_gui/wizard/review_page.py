@@ -16,10 +16,11 @@ from PySide6.QtWidgets import QTextBrowser, QVBoxLayout, QWizardPage
 
 from dnd_engine.errors import DnDError
 from dnd_engine.project import Project, WorkEstimate, estimate_work
+from dnd_engine.text import one_line
 
 from ..jobs.background import lower_this_thread
 from ..workers import LatestOnly
-from .widgets import AMBER, RED, first_line, note, show_lines
+from .widgets import AMBER, RED, note, show_lines
 
 
 def _estimate(project, extraction, training) -> WorkEstimate:
@@ -96,7 +97,7 @@ class ReviewPage(QWizardPage):
 
     def _estimate_failed(self, exc: BaseException) -> None:
         self.estimating, self._estimated_for = False, None
-        self._problems.append(str(exc) if isinstance(exc, DnDError) else f"cannot estimate: {first_line(exc)}")
+        self._problems.append(str(exc) if isinstance(exc, DnDError) else f"cannot estimate: {one_line(exc, None)}")
         self._show()
 
     def _show(self) -> None:

@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QL
                                QWidget)
 
 from dnd_engine.features.registry import get_spec
-from dnd_engine.text import one_line
 
 PAGE_DATA, PAGE_PREPROCESS, PAGE_MODEL, PAGE_REVIEW = range(4)
 
@@ -70,10 +69,6 @@ def show_lines(label: QLabel, lines: List[str]) -> None:
     """Bullets in ``label``, hidden when there are none."""
     label.setText(bullets(lines))
     label.setVisible(bool(lines))
-
-
-def first_line(exc: BaseException) -> str:
-    return one_line(exc, None)
 
 
 class PathEdit(QWidget):

@@ -20,12 +20,13 @@ from dnd_engine.features.registry import get_spec
 from dnd_engine.models import model_class
 from dnd_engine.project import ExtractionPlan, Project, TrainingPlan
 from dnd_engine.project.manifest import LABELS
+from dnd_engine.text import one_line
 
 from .data_page import DataPage
 from .model_page import ModelPage
 from .preprocess_page import PreprocessPage
 from .review_page import ReviewPage
-from .widgets import PAGE_DATA, PAGE_MODEL, PAGE_PREPROCESS, PAGE_REVIEW, PRESET_LABELS, first_line, located_weights
+from .widgets import PAGE_DATA, PAGE_MODEL, PAGE_PREPROCESS, PAGE_REVIEW, PRESET_LABELS, located_weights
 
 
 def _method_title(name: str) -> str:
@@ -167,7 +168,7 @@ class TrainingWizard(QWizard):
         try:
             self.apply_to_project()
         except Exception as exc:
-            self.review_page.show_error(first_line(exc))
+            self.review_page.show_error(one_line(exc, None))
             return
         self.launch_requested.emit(extraction, training)
         super().accept()
